@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export DO_NOT_TRACK := 1
+
+.PHONY: venv demo test bench lint clean
+
+venv: $(STAMP)
+
+# (Re)create the environment when it is missing or pyproject.toml changed since it was built.
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/slipway demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m pytest tests/benchmarks -s -p no:cacheprovider -o addopts=""
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests model bento
+	$(VENV)/bin/ruff format --check src tests model bento
+
+clean:
+	rm -rf .slipway $(VENV)

@@ -1,0 +1,270 @@
+"""``slipway`` command line: parse arguments, dispatch, map errors to exit codes.
+
+Exit codes: 0 success, 1 a check failed (data validation or a gate), 2 usage, configuration or
+environment error. Every message says what to do next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from slipway import __version__
+from slipway.config import DEFAULT_CONFIG, load_config, parse_param
+from slipway.errors import SlipwayError
+
+for _name, _value in (
+    ("MLFLOW_DISABLE_TELEMETRY", "true"),
+    ("BENTOML_DO_NOT_TRACK", "true"),
+    ("DO_NOT_TRACK", "1"),
+):
+    os.environ.setdefault(_name, _value)
+
+DEFAULT_OUT = Path(".slipway/out")
+_START = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr so stdout stays clean for reports and JSON."""
+    print(f"[slipway {time.monotonic() - _START:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _config(args: argparse.Namespace):
+    config = load_config(args.config)
+    overrides = dict(parse_param(text) for text in getattr(args, "param", None) or [])
+    return config.with_params(overrides) if overrides else config
+
+
+def _registry():
+    from slipway.registry import MlflowRegistry  # deferred: MLflow import is slow
+
+    return MlflowRegistry()
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from slipway.datasets import validate
+    from slipway.fsutil import write_json
+
+    config = _config(args)
+    paths = {Path(f).stem: Path(f) for f in args.files} if args.files else None
+    report = validate(config, paths, args.as_of)
+    write_json(args.out / "validation.json", report)
+    if args.json:
+        write_json(args.json, report)
+    for dataset in report["datasets"]:
+        rows = f" ({dataset['rows']} rows)" if "rows" in dataset else ""
+        print(f"{dataset['split']}{rows}: {len(dataset['violations'])} violation(s)")
+        for v in dataset["violations"]:
+            lines = ", ".join(str(e["line"]) for e in v["examples"])
+            print(
+                f"  [{v['check']}] {v['column'] or '-'}: {v['message']} — {v['count']} row(s)"
+                + (f", e.g. line {lines}" if lines else "")
+            )
+    print("data is valid" if report["passed"] else f"{report['violation_count']} violation(s)")
+    return 0 if report["passed"] else 1
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from slipway.datasets import lock_path, validate, write_lock
+
+    config = _config(args)
+    if not validate(config)["passed"]:
+        print("refusing to lock data that fails validation; run `slipway validate`")
+        return 1
+    document = write_lock(config)
+    for split, entry in document["files"].items():
+        print(f"{split}: {entry['path']} {entry['rows']} rows sha256 {entry['sha256'][:12]}")
+    print(f"wrote {lock_path(config)}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from slipway.training import train
+
+    document = train(_config(args), _registry(), args.out, progress)
+    print(f"registered {document['model']} version {document['version']} ({document['model_uri']})")
+    _github_output(
+        {
+            "version": document["version"],
+            "model-uri": document["model_uri"],
+            "run-id": document["run_id"],
+        }
+    )
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from slipway.gating import run_gate
+
+    document = run_gate(_config(args), _registry(), args.out, args.version, progress)
+    for g in document["gates"]:
+        print(f"{g['status']:>12}  {g['gate']}:{g['metric']}  {g['reason']}")
+    print(f"gate {document['status']} for version {document['candidate']['version']}")
+    _github_output({"status": document["status"]})
+    return 0 if document["status"] == "pass" else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from slipway.report import write_report
+
+    path, markdown = write_report(args.out)
+    print(markdown)
+    progress(f"wrote {path}")
+    return 0
+
+
+def cmd_pr(args: argparse.Namespace) -> int:
+    from slipway.flows import run_pr
+
+    result = run_pr(_config(args), _registry(), args.out, progress)
+    print(result["markdown"])
+    progress(f"outputs in {args.out}/ — report: {result['report']}")
+    return 0 if result["status"] == "pass" else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from slipway.flows import run_demo
+
+    result = run_demo(_config(args), _registry(), args.out, progress)
+    print(result["markdown"])
+    progress(f"demo done — challenger report: {result['report']}")
+    return 0
+
+
+def _github_output(values: dict[str, str | None]) -> None:
+    target = os.environ.get("GITHUB_OUTPUT")
+    if target:
+        with Path(target).open("a", encoding="utf-8") as handle:
+            for key, value in values.items():
+                handle.write(f"{key}={value if value is not None else ''}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slipway",
+        description="Ship machine-learning models through pull requests.",
+        epilog="Exit codes: 0 ok, 1 a check failed, 2 usage or environment error.",
+    )
+    parser.add_argument("--version", action="version", version=f"slipway {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="model project configuration (default: %(default)s)",
+    )
+    common.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="directory for JSON and Markdown outputs (default: %(default)s)",
+    )
+    params = argparse.ArgumentParser(add_help=False)
+    params.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a training param from slipway.yaml (repeatable)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="check datasets against the contract",
+        description="Check the train and eval sets (or the FILES given) against "
+        "the data contract in slipway.yaml. Exit 1 on any violation.",
+    )
+    p.add_argument("files", nargs="*", help="datasets to check (default: train and eval)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the report to PATH")
+    p.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="reference date for the freshness check (default: today)",
+    )
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "lock",
+        parents=[common],
+        help="record digests of valid data in the lock",
+        description="Validate the data, then write its digests to the data lock.",
+    )
+    p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser(
+        "train",
+        parents=[common, params],
+        help="train and register a version",
+        description="Check the data lock, fit model/train.py's pipeline, log it to "
+        "MLflow and register a new model version.",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "gate",
+        parents=[common],
+        help="judge a version against production",
+        description="Evaluate the candidate and @production on the frozen eval set "
+        "and apply every gate. Exit 1 when a gate fails.",
+    )
+    p.add_argument(
+        "--version",
+        dest="version",
+        metavar="N",
+        help="version to gate (default: the one in OUT/train.json)",
+    )
+    p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="render the Markdown report",
+        description="Render OUT/report.md from the JSON outputs (and the GitHub "
+        "step summary when GITHUB_STEP_SUMMARY is set).",
+    )
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "pr",
+        parents=[common, params],
+        help="validate, train, gate and report",
+        description="Run the pull-request workflow on the working tree.",
+    )
+    p.set_defaults(func=cmd_pr)
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="the whole lifecycle on sample data",
+        description="Generate data if missing, train a first model, promote it "
+        "to production, then gate a challenger against it.",
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SlipwayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            print(f"::error::{json.dumps(exc.message)[1:-1]}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

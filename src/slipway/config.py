@@ -1,0 +1,185 @@
+"""The model project's configuration, ``model/slipway.yaml``, validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from slipway.errors import ConfigError
+
+DEFAULT_CONFIG = Path("model/slipway.yaml")
+REGRESSION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+THRESHOLD_METRICS = (*REGRESSION_METRICS, "pr_auc")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Impute(_Strict):
+    """Replace a null with an explicit value before training and serving."""
+
+    impute: float | int | str
+
+
+class Column(_Strict):
+    """One column of the data contract."""
+
+    dtype: Literal["int", "float", "category", "string", "date"]
+    min: float | None = None
+    max: float | None = None
+    categories: list[str | int] | None = None
+    nulls: Literal["reject"] | Impute = "reject"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Column:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.dtype == "category" and not self.categories:
+            raise ValueError("a category column needs its list of allowed `categories`")
+        return self
+
+
+class Bounds(_Strict):
+    min: float = 0.0
+    max: float = 1.0
+
+
+class DataConfig(_Strict):
+    train: Path
+    eval: Path
+    lock: Path
+    id_column: str
+    date_column: str | None = None
+    min_rows: int = Field(default=100, ge=1)
+    max_age_days: int | None = Field(default=None, ge=1)
+    label_balance: Bounds = Bounds(min=0.05, max=0.95)
+
+
+class Target(_Strict):
+    column: str
+    positive: int | str = 1
+
+
+class Training(_Strict):
+    seed: int = 42
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Threshold(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class Regression(_Strict):
+    metrics: list[Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]] = [
+        "recall",
+        "roc_auc",
+    ]
+    tolerance: float = Field(default=0.02, ge=0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    resamples: int = Field(default=2000, ge=100)
+    on_inconclusive: Literal["warn", "fail"] = "warn"
+
+
+class Fairness(_Strict):
+    metric: Literal["recall"] = "recall"
+    max_gap: float = Field(default=0.15, ge=0, le=1)
+    min_positives: int = Field(default=20, ge=1)
+
+
+class Stability(_Strict):
+    max_flip_rate: float = Field(default=0.15, ge=0, le=1)
+
+
+class Latency(_Strict):
+    p95_ms: float = Field(default=50.0, gt=0)
+    calls: int = Field(default=200, ge=20)
+
+
+class Gates(_Strict):
+    thresholds: dict[
+        Literal["accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss"],
+        Threshold,
+    ] = Field(default_factory=dict)
+    regression: Regression = Regression()
+    fairness: Fairness = Fairness()
+    stability: Stability = Stability()
+    latency: Latency = Latency()
+
+
+class ModelConfig(_Strict):
+    """Everything Slipway knows about one model project."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    schema_version: int = Field(ge=1)
+    data: DataConfig
+    target: Target
+    group_column: str | None = None
+    columns: dict[str, Column]
+    features: list[str] = Field(min_length=1)
+    training: Training = Training()
+    gates: Gates = Gates()
+    root: Path = Path()
+
+    @model_validator(mode="after")
+    def _columns_known(self) -> ModelConfig:
+        declared = set(self.columns)
+        named = [self.data.id_column, self.target.column, *self.features]
+        if self.data.date_column:
+            named.append(self.data.date_column)
+        if self.group_column:
+            named.append(self.group_column)
+        missing = [name for name in named if name not in declared]
+        if missing:
+            raise ValueError(f"columns {missing} are used but not declared under `columns`")
+        if self.target.column in self.features:
+            raise ValueError(f"the target `{self.target.column}` cannot also be a feature")
+        return self
+
+    def path(self, relative: Path) -> Path:
+        """Resolve a path from the config against the model project directory."""
+        return relative if relative.is_absolute() else self.root / relative
+
+    def with_params(self, overrides: dict[str, Any]) -> ModelConfig:
+        """A copy whose training params are updated with ``overrides``."""
+        training = self.training.model_copy(
+            update={"params": {**self.training.params, **overrides}}
+        )
+        return self.model_copy(update={"training": training})
+
+
+def load_config(path: Path = DEFAULT_CONFIG) -> ModelConfig:
+    """Load and validate ``slipway.yaml``; every problem is reported with its key path."""
+    if not path.is_file():
+        raise ConfigError(
+            f"no model configuration at {path}",
+            "run from the repository root or pass --config PATH/TO/slipway.yaml",
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}", "fix the YAML syntax") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a mapping of settings", "see README: slipway.yaml")
+    try:
+        return ModelConfig.model_validate({**raw, "root": path.parent})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"{path} is invalid: {problems}", "correct those keys (README: slipway.yaml reference)"
+        ) from exc
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """Parse a ``KEY=VALUE`` override; the value is read as YAML (numbers, booleans, null)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--param {text!r} is not KEY=VALUE", "write e.g. --param max_depth=6")
+    return key.strip(), yaml.safe_load(value)

@@ -1,0 +1,38 @@
+"""Every error Slipway raises says what went wrong and what to do next.
+
+The CLI maps the two families to exit codes: a failed check exits 1, a problem with the
+input, the configuration or the environment exits 2.
+"""
+
+from __future__ import annotations
+
+
+class SlipwayError(Exception):
+    """Base class: ``message`` says what is wrong, ``hint`` says how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  fix: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(SlipwayError):
+    """``slipway.yaml`` (or another configuration file) is missing or invalid."""
+
+
+class DataError(SlipwayError):
+    """A dataset cannot be read at all (missing, empty, not CSV) or its lock does not match."""
+
+
+class TrainingError(SlipwayError):
+    """The model project's ``train.py`` failed to build or fit the pipeline."""
+
+
+class RegistryError(SlipwayError):
+    """The MLflow tracking server or registry cannot be reached or refused a request."""
+

@@ -1,0 +1,182 @@
+"""Metrics on the frozen eval set, and a paired bootstrap that is fast enough to always run.
+
+A bootstrap resample of n rows is a vector of row counts (weights) that sums to n. With the
+weights of a chunk of resamples as a matrix ``W`` (resamples x rows), every confusion-matrix
+metric is a handful of matrix-vector products, and ROC AUC is a weighted Mann-Whitney
+statistic over rows sorted once. Candidate and champion share the same ``W``: the resamples
+are paired, so the interval of their difference excludes the noise they have in common.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+from threadpoolctl import threadpool_limits
+
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "precision": True,
+    "recall": True,
+    "f1": True,
+    "roc_auc": True,
+    "pr_auc": True,
+    "log_loss": False,
+}
+_EPS = 1e-15
+_CHUNK_CELLS = 250_000  # weights per chunk: stays in cache, bounds memory whatever the rows
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One model's output on the eval set."""
+
+    proba: np.ndarray  # probability of the positive class
+    pred: np.ndarray  # 0/1 decision at the model's threshold
+
+
+def point_metrics(y: np.ndarray, scores: Scores) -> dict[str, Any]:
+    """All headline metrics plus the confusion matrix ``[[tn, fp], [fn, tp]]``."""
+    both = len(np.unique(y)) == 2
+    return {
+        "accuracy": float(skm.accuracy_score(y, scores.pred)),
+        "precision": float(skm.precision_score(y, scores.pred, zero_division=0)),
+        "recall": float(skm.recall_score(y, scores.pred, zero_division=0)),
+        "f1": float(skm.f1_score(y, scores.pred, zero_division=0)),
+        "roc_auc": float(skm.roc_auc_score(y, scores.proba)) if both else float("nan"),
+        "pr_auc": float(skm.average_precision_score(y, scores.proba)) if both else float("nan"),
+        "log_loss": float(skm.log_loss(y, np.clip(scores.proba, _EPS, 1 - _EPS), labels=[0, 1])),
+        "confusion_matrix": skm.confusion_matrix(y, scores.pred, labels=[0, 1]).tolist(),
+    }
+
+
+def group_recall(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict[str, dict]:
+    """Recall and support per group (team)."""
+    table = {}
+    for name in sorted(np.unique(groups).tolist()):
+        member = groups == name
+        positives = int((y[member] == 1).sum())
+        hits = int(((y == 1) & (pred == 1) & member).sum())
+        table[str(name)] = {
+            "rows": int(member.sum()),
+            "positives": positives,
+            "recall": hits / positives if positives else None,
+        }
+    return table
+
+
+class _Weighted:
+    """Metrics of one model under a chunk of bootstrap weights."""
+
+    def __init__(self, y: np.ndarray, scores: Scores) -> None:
+        yes, pred = y == 1, scores.pred == 1
+        proba = np.clip(scores.proba, _EPS, 1 - _EPS)
+        loss = -(y * np.log(proba) + (1 - y) * np.log(1 - proba))
+        self.cells = np.stack([yes & pred, ~yes & pred, yes & ~pred, ~yes & ~pred, loss]).T
+        self.cells = self.cells.astype(np.float32)
+        order = np.argsort(scores.proba, kind="stable")
+        # Rows arrive sorted by the candidate's score; only other models need a gather.
+        self.order = None if (np.diff(order) == 1).all() else order
+        sorted_scores = scores.proba[order]
+        self.starts = np.flatnonzero(np.r_[True, np.diff(sorted_scores) != 0])
+        self.positive_sorted = yes[order].astype(np.float32)
+
+    def compute(self, weights: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        tp, fp, fn, tn, loss = (weights @ self.cells).astype(np.float64).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = {
+                "accuracy": (tp + tn) / n,
+                "precision": tp / (tp + fp),
+                "recall": tp / (tp + fn),
+                "f1": 2 * tp / (2 * tp + fp + fn),
+                "log_loss": loss / n,
+            }
+            ordered = weights if self.order is None else np.take(weights, self.order, axis=1)
+            pos = np.add.reduceat(ordered * self.positive_sorted, self.starts, axis=1)
+            neg = np.add.reduceat(ordered, self.starts, axis=1) - pos
+            pos, neg = pos.astype(np.float64), neg.astype(np.float64)
+            below = np.cumsum(neg, axis=1) - neg
+            out["roc_auc"] = (pos * (below + 0.5 * neg)).sum(axis=1) / (
+                pos.sum(axis=1) * neg.sum(axis=1)
+            )
+        return out
+
+
+def bootstrap(
+    y: np.ndarray,
+    candidate: Scores,
+    champion: Scores | None = None,
+    groups: np.ndarray | None = None,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    min_positives: int = 1,
+) -> dict[str, np.ndarray]:
+    """Per-resample values: ``cand.<metric>``, ``champ.<metric>``, ``flip_rate`` and
+    ``cand.recall_gap`` / ``champ.recall_gap`` (max minus min recall over groups)."""
+    n = len(y)
+    # Resampling does not care about row order: sort rows by the candidate's score once.
+    order = np.argsort(candidate.proba, kind="stable")
+    y = y[order]
+    candidate = Scores(candidate.proba[order], candidate.pred[order])
+    if champion is not None:
+        champion = Scores(champion.proba[order], champion.pred[order])
+    if groups is not None:
+        groups = groups[order]
+    models = {"cand": _Weighted(y, candidate)}
+    if champion is not None:
+        models["champ"] = _Weighted(y, champion)
+    group_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if groups is not None:
+        eligible = [
+            g for g in np.unique(groups) if ((groups == g) & (y == 1)).sum() >= min_positives
+        ]
+        member_pos = np.stack([(groups == g) & (y == 1) for g in eligible]).T
+        member_pos = member_pos.astype(np.float32)
+        for key, scores in (("cand", candidate), ("champ", champion)):
+            if scores is not None:
+                group_hits[key] = (
+                    member_pos * (scores.pred == 1)[:, None].astype(np.float32),
+                    member_pos,
+                )
+    flips = (candidate.pred != champion.pred).astype(np.float32) if champion is not None else None
+    chunk = max(1, _CHUNK_CELLS // max(n, 1))
+    offsets = np.arange(chunk)[:, None] * n
+
+    def run(task: tuple[int, np.random.SeedSequence]) -> dict[str, np.ndarray]:
+        size, seed_sequence = task
+        rng = np.random.default_rng(seed_sequence)
+        idx = rng.integers(0, n, size=(size, n)) + offsets[:size]
+        counts = np.bincount(idx.ravel(), minlength=size * n).reshape(size, n)
+        weights = counts.astype(np.float32)  # counts ≤ n < 2**24 are exact in float32
+        out = {}
+        for key, model in models.items():
+            for metric, values in model.compute(weights, n).items():
+                out[f"{key}.{metric}"] = values
+        for key, (hits, members) in group_hits.items():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recalls = (weights @ hits) / (weights @ members)
+            out[f"{key}.recall_gap"] = np.nanmax(recalls, axis=1) - np.nanmin(recalls, axis=1)
+        if flips is not None:
+            out["flip_rate"] = (weights @ flips).astype(np.float64) / n
+        return out
+
+    # Each chunk has its own seed stream, so results do not depend on thread scheduling;
+    # NumPy releases the GIL in the heavy calls, so chunks run in parallel on every core.
+    sizes = [min(chunk, resamples - start) for start in range(0, resamples, chunk)]
+    seeds = np.random.SeedSequence(seed).spawn(len(sizes))
+    # One BLAS thread per worker: the products are small and oversubscription costs more.
+    with threadpool_limits(limits=1), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        results = list(pool.map(run, zip(sizes, seeds, strict=True)))
+    return {key: np.concatenate([part[key] for part in results]) for key in results[0]}
+
+
+def interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile interval of bootstrap values (NaN resamples ignored)."""
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)

@@ -1,0 +1,82 @@
+"""Multi-step flows: ``slipway pr`` (the PR workflow on the working tree) and ``slipway demo``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from slipway.config import ModelConfig
+from slipway.datasets import split_paths, validate, write_lock
+from slipway.errors import SlipwayError
+from slipway.fsutil import write_json
+from slipway.gating import CHAMPION_ALIAS, run_gate
+from slipway.registry import Registry
+from slipway.report import write_report
+from slipway.training import Progress, train
+
+OUTPUTS = ("validation.json", "train.json", "gate.json", "report.md")
+# The demo's first model: deliberately small, so the challenger has something to beat.
+DEMO_CHAMPION_PARAMS: dict[str, Any] = {"n_estimators": 20, "max_depth": 4}
+
+
+def run_pr(
+    config: ModelConfig, registry: Registry, out_dir: Path, progress: Progress
+) -> dict[str, Any]:
+    """validate → train → gate → report; returns the step results and the overall status."""
+    for name in OUTPUTS:  # a report must never mix this run with an earlier one
+        (out_dir / name).unlink(missing_ok=True)
+    progress("[1/4] validate")
+    validation = validate(config)
+    write_json(out_dir / "validation.json", validation)
+    result: dict[str, Any] = {"validation": validation, "status": "fail"}
+    try:
+        if validation["passed"]:
+            progress("[2/4] train")
+            result["train"] = train(config, registry, out_dir, progress)
+            progress("[3/4] gate")
+            result["gate"] = run_gate(config, registry, out_dir, progress=progress)
+            result["status"] = result["gate"]["status"]
+    finally:
+        progress("[4/4] report")
+        result["report"], result["markdown"] = write_report(out_dir)
+    return result
+
+
+def ensure_demo_data(config: ModelConfig, progress: Progress) -> None:
+    """Generate the sample data with the model project's simulator when it is missing."""
+    paths = split_paths(config)
+    if all(path.is_file() for path in paths.values()):
+        return
+    progress("generating sample data with model/simulate.py")
+    script = config.root / "simulate.py"
+    out = paths["train"].parent
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SlipwayError(f"{script} failed: {done.stderr.strip()}", f"fix {script}")
+    write_lock(config)
+
+
+def run_demo(
+    config: ModelConfig, registry: Registry, out_dir: Path, progress: Progress
+) -> dict[str, Any]:
+    """A first model, promoted to production by alias, then a challenger gated against it."""
+    ensure_demo_data(config, progress)
+    progress("== first model (small forest) ==")
+    first = run_pr(config.with_params(DEMO_CHAMPION_PARAMS), registry, out_dir / "first", progress)
+    if first["status"] != "pass":
+        raise SlipwayError(
+            f"the demo's first model did not pass its gates; see {first['report']}",
+            "inspect the report, fix data or params in model/, and run `make demo` again",
+        )
+    version = first["train"]["version"]
+    registry.set_alias(config.name, CHAMPION_ALIAS, version)
+    progress(f"promoted {config.name} v{version} to @{CHAMPION_ALIAS}")
+    progress("== challenger (params from slipway.yaml) ==")
+    return run_pr(config, registry, out_dir, progress)

@@ -1,0 +1,213 @@
+"""The model registry: an interface, and its MLflow implementation.
+
+By default MLflow runs embedded on SQLite under ``.slipway/``; set ``MLFLOW_TRACKING_URI`` to
+use a tracking server. A server that does not answer is reported within seconds, before any
+work is done, instead of after MLflow's long retry loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from slipway.errors import RegistryError
+
+STATE_DIR = Path(os.environ.get("SLIPWAY_HOME", ".slipway"))
+PREFLIGHT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One registered model version."""
+
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+class Registry(ABC):
+    """What Slipway needs from a model registry."""
+
+    tracking_uri: str
+
+    @abstractmethod
+    def log_and_register(
+        self,
+        name: str,
+        model: Any,
+        example: Any,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+    ) -> ModelRef:
+        """Log a fitted model with its run and register it as a new version."""
+
+    @abstractmethod
+    def get(self, name: str, version: str) -> ModelRef:
+        """One version; :class:`RegistryError` when it does not exist."""
+
+    @abstractmethod
+    def alias(self, name: str, alias: str) -> ModelRef | None:
+        """The version an alias points at, or None when the alias is not set."""
+
+    @abstractmethod
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version``."""
+
+    @abstractmethod
+    def tag(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Set tags on a version."""
+
+    @abstractmethod
+    def load(self, ref: ModelRef) -> Any:
+        """The fitted model of a version."""
+
+    @abstractmethod
+    def run_url(self, run_id: str | None) -> str | None:
+        """A browser link to the run when the tracking server has a UI."""
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else SQLite under the state directory."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if configured:
+        return configured
+    return f"sqlite:///{(STATE_DIR / 'mlflow.db').resolve()}"
+
+
+def _preflight(uri: str) -> None:
+    if uri.startswith(("http://", "https://")):
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=PREFLIGHT_TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise RegistryError(
+                f"the MLflow tracking server at {uri} is not answering ({type(exc).__name__})",
+                "start it (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix "
+                "MLFLOW_TRACKING_URI, or unset it to use the local SQLite registry",
+            ) from exc
+    elif uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+class MlflowRegistry(Registry):
+    """Registry backed by MLflow (SQLite file or tracking server)."""
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        _preflight(self.tracking_uri)
+        for noisy in ("mlflow", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        import mlflow  # deferred: importing MLflow costs seconds
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(self.tracking_uri)
+        self._client = mlflow.MlflowClient(self.tracking_uri)
+
+    def _experiment(self, name: str) -> str:
+        found = self._client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            location = (STATE_DIR / "artifacts").resolve().as_uri()
+        return self._client.create_experiment(name, artifact_location=location)
+
+    def log_and_register(self, name, model, example, params, metrics, tags) -> ModelRef:
+        import mlflow.sklearn
+        import sklearn
+        from mlflow.models import infer_signature
+
+        try:
+            with self._mlflow.start_run(experiment_id=self._experiment(name)) as run:
+                self._mlflow.log_params(params)
+                self._mlflow.log_metrics(metrics)
+                self._mlflow.set_tags(tags)
+                logged = mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    signature=infer_signature(example, model.predict_proba(example)[:, 1]),
+                    input_example=example.head(5),
+                    pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+                    skops_trusted_types=["sklearn.tree._tree.Tree"],
+                )
+                version = self._client.create_model_version(
+                    name if self._registered(name) else self._create(name),
+                    source=logged.model_uri,
+                    run_id=run.info.run_id,
+                    tags=tags,
+                )
+        except self._mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(f"MLflow refused to register {name}: {exc}", _REGISTRY_FIX) from exc
+        return ModelRef(name, str(version.version), run.info.run_id, dict(tags))
+
+    def _registered(self, name: str) -> bool:
+        try:
+            self._client.get_registered_model(name)
+        except self._mlflow.exceptions.MlflowException:
+            return False
+        return True
+
+    def _create(self, name: str) -> str:
+        self._client.create_registered_model(name)
+        return name
+
+    def get(self, name: str, version: str) -> ModelRef:
+        try:
+            found = self._client.get_model_version(name, str(version))
+        except self._mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(
+                f"model {name} has no version {version} in {self.tracking_uri}",
+                "run `slipway train` first, or check MLFLOW_TRACKING_URI",
+            ) from exc
+        return ModelRef(name, str(found.version), found.run_id, dict(found.tags))
+
+    def alias(self, name: str, alias: str) -> ModelRef | None:
+        try:
+            found = self._client.get_model_version_by_alias(name, alias)
+        except self._mlflow.exceptions.MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
+                return None
+            raise RegistryError(
+                f"cannot read alias {alias} of {name}: {exc}", _REGISTRY_FIX
+            ) from exc
+        return ModelRef(name, str(found.version), found.run_id, dict(found.tags))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.get(name, version)
+        self._client.set_registered_model_alias(name, alias, str(version))
+
+    def tag(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self._client.set_model_version_tag(name, str(version), key, value)
+
+    def load(self, ref: ModelRef) -> Any:
+        import mlflow.sklearn
+
+        try:
+            return mlflow.sklearn.load_model(ref.uri)
+        except self._mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(f"cannot load {ref.uri}: {exc}", _REGISTRY_FIX) from exc
+
+    def run_url(self, run_id: str | None) -> str | None:
+        if run_id is None or not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        run = self._client.get_run(run_id)
+        return (
+            f"{self.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        )
+
+
+_REGISTRY_FIX = "check that the MLflow tracking server is healthy and MLFLOW_TRACKING_URI is right"

@@ -1,7 +1,7 @@
 """Every error Slipway raises says what went wrong and what to do next.
 
-The CLI maps the two families to exit codes: a failed check exits 1, a problem with the
-input, the configuration or the environment exits 2.
+An error is a problem with the input, the configuration or the environment: the CLI exits 2.
+A check that runs and says no (data validation, a gate) is a result, not an error: exit 1.
 """
 
 from __future__ import annotations

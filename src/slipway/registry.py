@@ -121,8 +121,9 @@ class MlflowRegistry(Registry):
         if found is not None:
             return found.experiment_id
         location = None
-        if self.tracking_uri.startswith("sqlite:///"):
-            location = (STATE_DIR / "artifacts").resolve().as_uri()
+        if self.tracking_uri.startswith("sqlite:///"):  # artifacts live beside the database
+            database = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            location = (database.parent / "artifacts").resolve().as_uri()
         return self._client.create_experiment(name, artifact_location=location)
 
     def log_and_register(self, name, model, example, params, metrics, tags) -> ModelRef:

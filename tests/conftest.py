@@ -1,0 +1,66 @@
+"""Shared fixtures: a copy of the model project in a temp dir and a real MLflow registry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / "model"
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def edit_config(path: Path, **changes: object) -> None:
+    """Update keys of a slipway.yaml; dotted keys reach into mappings (``gates.latency``)."""
+    document = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = document
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the model project with the committed sample data; returns slipway.yaml.
+
+    Gates are made cheaper (fewer resamples and latency calls) so tests stay quick.
+    """
+    target = tmp_path / "model"
+    shutil.copytree(MODEL, target, ignore=shutil.ignore_patterns("__pycache__"))
+    config = target / "slipway.yaml"
+    edit_config(
+        config,
+        **{
+            "gates.regression.resamples": 300,
+            "gates.latency": {"p95_ms": 1000, "calls": 20},
+        },
+    )
+    return config
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow registry for this test, selected through MLFLOW_TRACKING_URI."""
+    uri = f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in ("GITHUB_SHA", "GITHUB_EVENT_PATH", "SLIPWAY_PR_NUMBER", "GITHUB_STEP_SUMMARY",
+                 "GITHUB_OUTPUT", "GITHUB_ACTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    return uri
+
+
+@pytest.fixture
+def registry(tracking_uri: str):
+    from slipway.registry import MlflowRegistry
+
+    return MlflowRegistry(tracking_uri)

@@ -1,0 +1,136 @@
+"""`slipway gate`, `report`, `pr` and `demo` end to end on a real MLflow registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import edit_config
+from slipway.cli import main
+from slipway.report import MARKER
+
+
+def _run(*args: str) -> int:
+    return main(list(args))
+
+
+def test_gate_without_champion_then_against_production(project, tracking_uri, registry, tmp_path,
+                                                       capsys):
+    out = tmp_path / "out"
+    cfg = ["--config", str(project), "--out", str(out)]
+    assert _run("train", *cfg, "--param", "n_estimators=20", "--param", "max_depth=4") == 0
+    assert _run("gate", *cfg) == 0
+    first = json.loads((out / "gate.json").read_text())
+    assert first["schema"] == "slipway.gate/1"
+    assert first["champion"] is None
+    assert {g["status"] for g in first["gates"] if g["gate"] in ("regression", "stability")} == {
+        "skipped"
+    }
+    registry.set_alias("release-risk", "production", "1")
+
+    assert _run("train", *cfg) == 0
+    assert _run("gate", *cfg) == 0
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["candidate"]["version"] == "2" and gate["champion"]["version"] == "1"
+    for item in gate["gates"]:
+        assert set(item) >= {"value", "threshold", "baseline", "delta", "interval", "reason"}
+        assert item["status"] in {"pass", "inconclusive"}
+    regression = [g for g in gate["gates"] if g["gate"] == "regression"]
+    assert all(g["baseline"] is not None and g["interval"] is not None for g in regression)
+    metrics = gate["candidate"]["metrics"]
+    assert set(metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
+                            "log_loss", "confusion_matrix"}
+    assert registry.get("release-risk", "2").tags["slipway.gate"] == "pass"
+    assert "gate pass for version 2" in capsys.readouterr().out
+
+
+def test_degraded_model_fails_the_gate_with_reasons(project, tracking_uri, registry, tmp_path,
+                                                    capsys):
+    out = tmp_path / "out"
+    cfg = ["--config", str(project), "--out", str(out)]
+    # A threshold of 0.9 flags almost nothing as high-risk: recall collapses.
+    assert _run("train", *cfg, "--param", "threshold=0.9") == 0
+    assert _run("gate", *cfg) == 1
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["status"] == "fail"
+    assert "threshold:recall" in gate["failed"]
+    recall = next(g for g in gate["gates"] if g["gate"] == "threshold" and g["metric"] == "recall")
+    assert "below the minimum 0.8" in recall["reason"]
+    assert registry.get("release-risk", "1").tags["slipway.gate"] == "fail"
+    assert _run("report", *cfg) == 0
+    report = (out / "report.md").read_text()
+    assert "❌ release-risk v1 fails: threshold:recall" in report
+    assert "❌ **threshold · recall**" in report
+    assert "fail" in capsys.readouterr().out
+
+
+def test_gate_without_a_trained_version_is_a_usage_error(project, tracking_uri, tmp_path, capsys):
+    code = _run("gate", "--config", str(project), "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert "run `slipway train` first" in capsys.readouterr().err
+
+
+def test_pr_stops_at_invalid_data_and_reports_it(project, tracking_uri, registry, tmp_path,
+                                                 capsys):
+    data = project.parent / "data" / "train.csv"
+    lines = data.read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("test_coverage")] = "140"
+    lines[1] = ",".join(row)
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    code = _run("pr", "--config", str(project), "--out", str(out))
+    assert code == 1
+    report = (out / "report.md").read_text()
+    assert "❌ Data validation failed: 1 violation(s)" in report
+    assert "test_coverage" in report and "line 2 = 140" in report
+    assert not (out / "train.json").exists()
+    assert registry._client.search_model_versions("name='release-risk'") == []
+    capsys.readouterr()
+
+
+def test_pr_writes_step_summary_and_all_outputs(project, tracking_uri, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out = tmp_path / "out"
+    assert _run("pr", "--config", str(project), "--out", str(out)) == 0
+    for name in ("validation.json", "train.json", "gate.json", "report.md"):
+        assert (out / name).is_file(), name
+    assert summary.read_text() == (out / "report.md").read_text()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
+
+
+def test_demo_compares_challenger_with_champion(project, tracking_uri, registry, tmp_path, capsys):
+    out = tmp_path / "out"
+    # Remove the data: the demo regenerates it with model/simulate.py and locks it.
+    for name in ("train.csv", "eval.csv", "data.lock.json"):
+        (project.parent / "data" / name).unlink()
+    assert _run("demo", "--config", str(project), "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(MARKER)
+    assert "Candidate **v2**" in printed and "vs production **v1**" in printed
+    assert "| roc_auc |" in printed and "```mermaid" in printed and "xychart-beta" in printed
+    assert "### Recall per team" in printed and "### Confusion matrices" in printed
+    assert registry.alias("release-risk", "production").version == "1"
+    assert (out / "first" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("on_inconclusive", ["warn", "fail"])
+def test_inconclusive_policy(project, tracking_uri, registry, tmp_path, on_inconclusive):
+    """The same model against itself with an impossible tolerance of 0 is never 'worse by more
+    than 0' for sure, nor surely within it: the policy decides."""
+    edit_config(project, **{"gates.regression.tolerance": 0.0,
+                            "gates.regression.on_inconclusive": on_inconclusive})
+    out = tmp_path / "out"
+    cfg = ["--config", str(project), "--out", str(out)]
+    assert _run("train", *cfg, "--param", "n_estimators=30") == 0
+    registry.set_alias("release-risk", "production", "1")
+    assert _run("train", *cfg, "--param", "n_estimators=31") == 0
+    code = _run("gate", *cfg)
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["inconclusive"], gate["gates"]  # seeds are fixed: this outcome is too
+    assert gate["failed"] == []
+    assert code == (1 if on_inconclusive == "fail" else 0)
+    assert gate["status"] == ("fail" if on_inconclusive == "fail" else "pass")

@@ -1,0 +1,98 @@
+"""Gate verdicts: pass, fail, inconclusive and skipped, each explained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slipway import gates
+from slipway.config import Gates
+
+RULES = Gates.model_validate(
+    {
+        "thresholds": {"recall": {"min": 0.8}, "log_loss": {"max": 0.6}},
+        "regression": {"metrics": ["recall", "log_loss"], "tolerance": 0.02},
+        "fairness": {"max_gap": 0.1},
+        "stability": {"max_flip_rate": 0.1},
+        "latency": {"p95_ms": 10},
+    }
+)
+METRICS = {"recall": 0.85, "log_loss": 0.5}
+
+
+def _samples(cand_recall_centre: float, champ_recall_centre: float, spread: float) -> dict:
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.03, 2000)
+    noise = rng.normal(0, spread, 2000)
+    return {
+        "cand.recall": cand_recall_centre + shared + noise,
+        "champ.recall": champ_recall_centre + shared,
+        "cand.log_loss": 0.5 + shared,
+        "champ.log_loss": 0.5 + shared,
+    }
+
+
+@pytest.mark.parametrize(
+    ("cand", "champ", "spread", "status"),
+    [
+        (0.85, 0.85, 0.002, gates.PASS),  # same model: clearly within tolerance
+        (0.78, 0.85, 0.002, gates.FAIL),  # clearly worse by more than 0.02
+        (0.835, 0.85, 0.02, gates.INCONCLUSIVE),  # worse by 0.015 ± noise: cannot tell
+    ],
+)
+def test_regression_verdicts(cand, champ, spread, status):
+    verdict = gates.regression(RULES, {**METRICS, "recall": cand}, {**METRICS, "recall": champ},
+                               _samples(cand, champ, spread))[0]
+    assert verdict.status == status
+    assert verdict.baseline == champ
+    assert verdict.delta == pytest.approx(cand - champ)
+    assert verdict.interval[0] < verdict.interval[1]
+    assert verdict.threshold == -0.02
+    if status == gates.INCONCLUSIVE:
+        assert "straddles" in verdict.reason and "noise" in verdict.reason
+
+
+def test_lower_is_better_metric_is_judged_the_right_way():
+    samples = _samples(0.85, 0.85, 0.001)
+    samples["cand.log_loss"] = samples["champ.log_loss"] + 0.1  # candidate clearly worse
+    verdicts = gates.regression(RULES, METRICS, METRICS, samples)
+    assert verdicts[1].metric == "log_loss" and verdicts[1].status == gates.FAIL
+
+
+def test_regression_without_champion_is_skipped():
+    verdicts = gates.regression(RULES, METRICS, None, {})
+    assert {v.status for v in verdicts} == {gates.SKIPPED}
+    assert "no production model" in verdicts[0].reason
+
+
+@pytest.mark.parametrize(
+    ("metrics", "failed"),
+    [
+        ({"recall": 0.85, "log_loss": 0.5}, []),
+        ({"recall": 0.75, "log_loss": 0.5}, ["recall"]),
+        ({"recall": 0.75, "log_loss": 0.7}, ["recall", "log_loss"]),
+    ],
+)
+def test_thresholds(metrics, failed):
+    verdicts = gates.thresholds(RULES, metrics, None, {}, 0.95)
+    assert [v.metric for v in verdicts if v.status == gates.FAIL] == failed
+    for v in verdicts:
+        if v.status == gates.FAIL:
+            assert str(v.threshold) in v.reason
+
+
+def test_fairness_stability_latency_and_overall():
+    samples = {"cand.recall_gap": np.full(10, 0.2), "flip_rate": np.full(10, 0.05)}
+    fair = gates.fairness(RULES, 0.2, 0.05, samples, 0.95)
+    assert fair.status == gates.FAIL and fair.delta == pytest.approx(0.15)
+    stable = gates.stability(RULES, 0.05, samples, 0.95)
+    assert stable.status == gates.PASS
+    fast = gates.latency(RULES, np.full(100, 2.0), np.full(100, 3.0), seed=0)
+    assert fast.status == gates.PASS and fast.baseline == pytest.approx(3.0)
+    slow = gates.latency(RULES, np.full(100, 25.0), None, seed=0)
+    assert slow.status == gates.FAIL and "25.00 ms" in slow.reason
+    assert gates.overall([stable, fast], "warn") == gates.PASS
+    assert gates.overall([stable, slow], "warn") == gates.FAIL
+    unsure = gates.Verdict("regression", "recall", gates.INCONCLUSIVE, 0, 0, 0, 0, (0, 0), "")
+    assert gates.overall([stable, unsure], "warn") == gates.PASS
+    assert gates.overall([stable, unsure], "fail") == gates.FAIL

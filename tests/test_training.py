@@ -1,0 +1,121 @@
+"""Training against a real MLflow registry on SQLite."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slipway.cli import main
+from slipway.config import load_config
+from slipway.contract import prepare, read_dataset
+from slipway.errors import DataError, RegistryError, TrainingError
+from slipway.training import train
+
+
+def _versions(registry, name: str) -> list[str]:
+    client = registry._client
+    return [mv.version for mv in client.search_model_versions(f"name='{name}'")]
+
+
+def test_train_registers_a_tagged_version(project, registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIPWAY_PR_NUMBER", "17")
+    monkeypatch.setenv("GITHUB_SHA", "a" * 40)
+    config = load_config(project)
+    out = tmp_path / "out"
+
+    document = train(config, registry, out)
+
+    assert document["version"] == "1"
+    assert (out / "train.json").is_file()
+    ref = registry.get("release-risk", "1")
+    lock = (project.parent / "data" / "data.lock.json").read_text()
+    assert ref.tags["slipway.git_commit"] == "a" * 40
+    assert ref.tags["slipway.pr_number"] == "17"
+    assert ref.tags["slipway.data_digest"] in lock
+    assert ref.tags["slipway.eval_digest"] in lock
+    run = registry._client.get_run(ref.run_id)
+    assert run.data.params["n_estimators"] == "100"
+    assert 0.5 < run.data.metrics["eval_roc_auc"] <= 1.0
+    info = registry._mlflow.models.get_model_info(ref.uri)
+    assert info.signature is not None
+    assert "test_coverage" in info.signature.inputs.input_names()
+
+
+def test_same_inputs_give_identical_predictions(project, registry, tmp_path):
+    config = load_config(project)
+    first = train(config, registry, tmp_path / "a")
+    second = train(config, registry, tmp_path / "b")
+    assert (first["version"], second["version"]) == ("1", "2")
+    features, _ = prepare(read_dataset(project.parent / "data" / "eval.csv"), config)
+    one = registry.load(registry.get(config.name, "1")).predict_proba(features)
+    two = registry.load(registry.get(config.name, "2")).predict_proba(features)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_train_py_raising_registers_nothing(project, registry, tmp_path):
+    recipe = project.parent / "train.py"
+    recipe.write_text(
+        "def build_pipeline(params, features, seed):\n    raise ValueError('bad recipe')\n"
+    )
+    out = tmp_path / "out"
+    with pytest.raises(TrainingError, match="bad recipe") as caught:
+        train(load_config(project), registry, out)
+    assert "train.py" in str(caught.value) and "fix" in str(caught.value)
+    assert _versions(registry, "release-risk") == []
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (["--param", "model=gradient_descent"], "unknown model"),
+        (["--param", "max_depth=-4"], "max_depth"),
+    ],
+)
+def test_bad_params_fail_with_exit_2(project, tracking_uri, tmp_path, capsys, params, message):
+    code = main(["train", "--config", str(project), "--out", str(tmp_path / "out"), *params])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "fix:" in err
+    assert not (tmp_path / "out" / "train.json").exists()
+
+
+def test_changed_data_is_refused_by_the_lock(project, registry, tmp_path):
+    train_csv = project.parent / "data" / "train.csv"
+    train_csv.write_text(train_csv.read_text().replace("payments", "search", 1))
+    with pytest.raises(DataError, match="changed since it was locked") as caught:
+        train(load_config(project), registry, tmp_path / "out")
+    assert "slipway lock" in caught.value.hint
+    assert _versions(registry, "release-risk") == []
+
+
+def test_unreachable_tracking_server_fails_fast(project, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nobody there
+    started = time.monotonic()
+    code = main(["train", "--config", str(project), "--out", str(tmp_path / "out")])
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2
+    assert elapsed < 30
+    assert "not answering" in err and "127.0.0.1:9" in err and "MLFLOW_TRACKING_URI" in err
+    assert not (tmp_path / "out" / "train.json").exists()
+
+
+def test_registry_rejects_unknown_version(registry):
+    with pytest.raises(RegistryError, match="has no version 7"):
+        registry.get("release-risk", "7")
+
+
+def test_train_cli_writes_github_output(project, tracking_uri, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    code = main(["train", "--config", str(project), "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "registered release-risk version 1" in capsys.readouterr().out
+    written = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert written["version"] == "1"
+    assert written["model-uri"] == "models:/release-risk/1"
+    assert Path(tmp_path / "out" / "train.json").is_file()

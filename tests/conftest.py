@@ -53,8 +53,14 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite MLflow registry for this test, selected through MLFLOW_TRACKING_URI."""
     uri = f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    for name in ("GITHUB_SHA", "GITHUB_EVENT_PATH", "SLIPWAY_PR_NUMBER", "GITHUB_STEP_SUMMARY",
-                 "GITHUB_OUTPUT", "GITHUB_ACTIONS"):
+    for name in (
+        "GITHUB_SHA",
+        "GITHUB_EVENT_PATH",
+        "SLIPWAY_PR_NUMBER",
+        "GITHUB_STEP_SUMMARY",
+        "GITHUB_OUTPUT",
+        "GITHUB_ACTIONS",
+    ):
         monkeypatch.delenv(name, raising=False)
     return uri
 

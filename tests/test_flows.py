@@ -15,8 +15,9 @@ def _run(*args: str) -> int:
     return main(list(args))
 
 
-def test_gate_without_champion_then_against_production(project, tracking_uri, registry, tmp_path,
-                                                       capsys):
+def test_gate_without_champion_then_against_production(
+    project, tracking_uri, registry, tmp_path, capsys
+):
     out = tmp_path / "out"
     cfg = ["--config", str(project), "--out", str(out)]
     assert _run("train", *cfg, "--param", "n_estimators=20", "--param", "max_depth=4") == 0
@@ -39,14 +40,23 @@ def test_gate_without_champion_then_against_production(project, tracking_uri, re
     regression = [g for g in gate["gates"] if g["gate"] == "regression"]
     assert all(g["baseline"] is not None and g["interval"] is not None for g in regression)
     metrics = gate["candidate"]["metrics"]
-    assert set(metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
-                            "log_loss", "confusion_matrix"}
+    assert set(metrics) >= {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+        "confusion_matrix",
+    }
     assert registry.get("release-risk", "2").tags["slipway.gate"] == "pass"
     assert "gate pass for version 2" in capsys.readouterr().out
 
 
-def test_degraded_model_fails_the_gate_with_reasons(project, tracking_uri, registry, tmp_path,
-                                                    capsys):
+def test_degraded_model_fails_the_gate_with_reasons(
+    project, tracking_uri, registry, tmp_path, capsys
+):
     out = tmp_path / "out"
     cfg = ["--config", str(project), "--out", str(out)]
     # A threshold of 0.9 flags almost nothing as high-risk: recall collapses.
@@ -71,8 +81,7 @@ def test_gate_without_a_trained_version_is_a_usage_error(project, tracking_uri, 
     assert "run `slipway train` first" in capsys.readouterr().err
 
 
-def test_pr_stops_at_invalid_data_and_reports_it(project, tracking_uri, registry, tmp_path,
-                                                 capsys):
+def test_pr_stops_at_invalid_data_and_reports_it(project, tracking_uri, registry, tmp_path, capsys):
     data = project.parent / "data" / "train.csv"
     lines = data.read_text().splitlines()
     header = lines[0].split(",")
@@ -121,8 +130,10 @@ def test_demo_compares_challenger_with_champion(project, tracking_uri, registry,
 def test_inconclusive_policy(project, tracking_uri, registry, tmp_path, on_inconclusive):
     """The same model against itself with an impossible tolerance of 0 is never 'worse by more
     than 0' for sure, nor surely within it: the policy decides."""
-    edit_config(project, **{"gates.regression.tolerance": 0.0,
-                            "gates.regression.on_inconclusive": on_inconclusive})
+    edit_config(
+        project,
+        **{"gates.regression.tolerance": 0.0, "gates.regression.on_inconclusive": on_inconclusive},
+    )
     out = tmp_path / "out"
     cfg = ["--config", str(project), "--out", str(out)]
     assert _run("train", *cfg, "--param", "n_estimators=30") == 0

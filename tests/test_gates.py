@@ -41,8 +41,12 @@ def _samples(cand_recall_centre: float, champ_recall_centre: float, spread: floa
     ],
 )
 def test_regression_verdicts(cand, champ, spread, status):
-    verdict = gates.regression(RULES, {**METRICS, "recall": cand}, {**METRICS, "recall": champ},
-                               _samples(cand, champ, spread))[0]
+    verdict = gates.regression(
+        RULES,
+        {**METRICS, "recall": cand},
+        {**METRICS, "recall": champ},
+        _samples(cand, champ, spread),
+    )[0]
     assert verdict.status == status
     assert verdict.baseline == champ
     assert verdict.delta == pytest.approx(cand - champ)

@@ -40,6 +40,14 @@ class Column(_Strict):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if self.dtype == "category" and not self.categories:
             raise ValueError("a category column needs its list of allowed `categories`")
+        if self.dtype in ("int", "float") and isinstance(self.nulls, Impute):
+            try:
+                float(self.nulls.impute)
+            except ValueError:
+                raise ValueError(
+                    f"nulls.impute {self.nulls.impute!r} is not a number but the column is "
+                    f"{self.dtype}"
+                ) from None
         return self
 
 
@@ -138,6 +146,9 @@ class ModelConfig(_Strict):
             raise ValueError(f"columns {missing} are used but not declared under `columns`")
         if self.target.column in self.features:
             raise ValueError(f"the target `{self.target.column}` cannot also be a feature")
+        not_numeric = [f for f in self.features if self.columns[f].dtype not in ("int", "float")]
+        if not_numeric:
+            raise ValueError(f"features {not_numeric} must be declared with dtype int or float")
         return self
 
     def path(self, relative: Path) -> Path:

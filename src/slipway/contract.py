@@ -206,7 +206,8 @@ def check_overlap(train: pd.DataFrame, evaluation: pd.DataFrame, config: ModelCo
     found = []
     key = config.data.id_column
     if key in train.columns and key in evaluation.columns:
-        mask = evaluation[key].isin(train[key]).to_numpy(dtype=bool)
+        ids = evaluation[key]
+        mask = (ids.isin(train[key]) & ids.notna()).to_numpy(dtype=bool)
         checker = _Checker(evaluation, config)
         checker.flag("train_eval_overlap", key, mask, f"eval `{key}` values also appear in train")
         found.extend(checker.violations)

@@ -93,6 +93,8 @@ def check_lock(config: ModelConfig) -> dict[str, str]:
         lock = read_json(path)
         files = lock["files"]
         locked_version = lock["schema_version"]
+        if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
+            raise TypeError("`files` must map each split to its path, sha256 and rows")
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"data lock {path} is unreadable: {exc}", fix) from exc
     if locked_version != config.schema_version:

@@ -359,7 +359,7 @@ def _newest_eval_date(config_path: Path) -> date:
 
 @pytest.mark.parametrize(
     ("days_after_newest", "stale"),
-    [(0, False), (730, False), (731, True), (5000, True), (-30, False)],
+    [(0, False), (730, False), (731, True), (5000, True), (-30, True)],  # -30: rows from the future
 )
 def test_freshness_counts_days_from_as_of_to_the_newest_row(config_path, days_after_newest, stale):
     as_of = _newest_eval_date(config_path) + timedelta(days=days_after_newest)
@@ -367,6 +367,24 @@ def test_freshness_counts_days_from_as_of_to_the_newest_row(config_path, days_af
     checks = [v["check"] for v in violations(_validate(config_path, as_of), "eval")]
 
     assert checks == (["freshness"] if stale else [])
+
+
+def test_one_future_dated_row_cannot_hide_stale_data(config_path):
+    as_of = _newest_eval_date(config_path) + timedelta(days=5000)  # everything else is stale
+    path = data_path(config_path, "eval")
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("release_date")] = "2062-01-01"
+    lines[1] = ",".join(row)
+    path.write_text("\n".join(lines) + "\n")
+
+    found = violations(_validate(config_path, as_of), "eval")
+
+    assert [(v["check"], v["count"]) for v in found] == [("freshness", 1), ("freshness", 600)]
+    assert "from the future" in found[0]["message"]
+    assert found[0]["examples"][0]["value"] == "2062-01-01"
+    assert "older than 730 days" in found[1]["message"]
 
 
 def test_stale_data_names_the_newest_date_and_the_limit(config_path):

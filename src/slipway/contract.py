@@ -161,7 +161,14 @@ class _Checker:
             dates = pd.to_datetime(
                 self.frame[data.date_column].astype("string"), errors="coerce", format="%Y-%m-%d"
             )
-            newest = dates.max()
+            future = (dates.dt.date > as_of).to_numpy(dtype=bool, na_value=False)
+            self.flag(
+                "freshness",
+                data.date_column,
+                future,
+                f"`{data.date_column}` is after {as_of}: a date from the future hides stale data",
+            )
+            newest = dates[~future].max()
             if pd.notna(newest) and (as_of - newest.date()).days > data.max_age_days:
                 self.violations.append(
                     Violation(

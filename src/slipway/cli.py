@@ -73,7 +73,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from slipway.datasets import lock_path, validate, write_lock
 
     config = _config(args)
-    if not validate(config)["passed"]:
+    if not validate(config, as_of=args.as_of)["passed"]:
         print("refusing to lock data that fails validation; run `slipway validate`")
         return 1
     document = write_lock(config)

@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="record digests of valid data in the lock",
         description="Validate the data, then write its digests to the data lock.",
     )
+    p.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="reference date for the freshness check (default: today)",
+    )
     p.set_defaults(func=cmd_lock)
 
     p = sub.add_parser(

@@ -72,3 +72,10 @@ def test_point_metrics_confusion_matrix(data):
     (tn, fp), (fn, tp) = point_metrics(y, cand)["confusion_matrix"]
     assert tn + fp + fn + tp == len(y)
     assert tp == int(((y == 1) & (cand.pred == 1)).sum())
+
+
+def test_groups_without_enough_positives_give_no_gap(data):
+    y, cand, champ, groups = data
+    samples = bootstrap(y, cand, champ, groups, resamples=100, min_positives=10_000)
+    assert "cand.recall_gap" not in samples
+    assert len(samples["cand.recall"]) == 100

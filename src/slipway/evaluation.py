@@ -82,7 +82,13 @@ class _Weighted:
         # Rows arrive sorted by the candidate's score; only other models need a gather.
         self.order = None if (np.diff(order) == 1).all() else order
         sorted_scores = scores.proba[order]
-        self.starts = np.flatnonzero(np.r_[True, np.diff(sorted_scores) != 0])
+        is_start = np.r_[True, np.diff(sorted_scores) != 0]
+        # For tied scores, each row needs the first and last position of its tie group.
+        self.ties = not is_start.all()
+        starts = np.flatnonzero(is_start)
+        group = np.cumsum(is_start) - 1
+        self.group_first = starts[group]
+        self.group_last = np.r_[starts[1:], len(is_start)][group] - 1
         self.positive_sorted = yes[order].astype(np.float32)
 
     def compute(self, weights: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -96,13 +102,20 @@ class _Weighted:
                 "log_loss": loss / n,
             }
             ordered = weights if self.order is None else np.take(weights, self.order, axis=1)
-            pos = np.add.reduceat(ordered * self.positive_sorted, self.starts, axis=1)
-            neg = np.add.reduceat(ordered, self.starts, axis=1) - pos
-            pos, neg = pos.astype(np.float64), neg.astype(np.float64)
-            below = np.cumsum(neg, axis=1) - neg
-            out["roc_auc"] = (pos * (below + 0.5 * neg)).sum(axis=1) / (
-                pos.sum(axis=1) * neg.sum(axis=1)
-            )
+            # Weighted Mann-Whitney: each positive row counts the negative weight below its
+            # score, plus half the negative weight tied with it. Sums of integer counts stay
+            # exact in float32.
+            pos = ordered * self.positive_sorted
+            neg = ordered - pos
+            cum = np.cumsum(neg, axis=1)
+            if self.ties:
+                below = np.take(cum - neg, self.group_first, axis=1)
+                tied = np.take(cum, self.group_last, axis=1) - below
+                credit = below + 0.5 * tied
+            else:
+                credit = cum - neg
+            wins = np.einsum("ij,ij->i", pos, credit, dtype=np.float64)
+            out["roc_auc"] = wins / (pos.sum(axis=1, dtype=np.float64) * cum[:, -1])
         return out
 
 
@@ -131,10 +144,12 @@ def bootstrap(
     if champion is not None:
         models["champ"] = _Weighted(y, champion)
     group_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    eligible = []
     if groups is not None:
         eligible = [
             g for g in np.unique(groups) if ((groups == g) & (y == 1)).sum() >= min_positives
         ]
+    if len(eligible) >= 2:  # a gap needs two groups with enough positives
         member_pos = np.stack([(groups == g) & (y == 1) for g in eligible]).T
         member_pos = member_pos.astype(np.float32)
         for key, scores in (("cand", candidate), ("champ", champion)):

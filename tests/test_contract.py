@@ -667,3 +667,21 @@ def test_check_frame_without_id_or_target_still_checks_columns(config_path):
     ]
     assert found[1].examples == [{"line": 2, "value": 140.0}]
     assert imputed == {"test_coverage": 0}
+
+
+@pytest.mark.parametrize(
+    ("ids", "repeated"),
+    [
+        (["REL-000001", "REL-000002", "REL-000003"], []),  # fixed width, hashed in place
+        (["REL-000001", "REL-000002", "REL-000001"], [0, 2]),
+        (["R1", "R22", "R1"], [0, 2]),  # varying width: counted exactly
+        (["REL-000001", None, "REL-000001", None], [0, 2]),  # empty ids are not repeats
+    ],
+)
+def test_duplicate_ids_fast_and_exact_paths(ids, repeated):
+    from slipway.contract import duplicated
+
+    series = pd.Series(ids, dtype="string[pyarrow]")
+    assert np.flatnonzero(duplicated(series)).tolist() == repeated
+    sliced = pd.Series(["X-padding-0", *ids], dtype="string[pyarrow]").iloc[1:]
+    assert np.flatnonzero(duplicated(sliced)).tolist() == repeated

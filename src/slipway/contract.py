@@ -7,6 +7,7 @@ them. A violation names the check, the column, how many rows break it and a few 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from slipway.config import Column, Impute, ModelConfig
 from slipway.errors import DataError
@@ -38,7 +41,7 @@ def read_dataset(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"dataset {path} does not exist", "check `data:` paths in slipway.yaml")
     try:
-        return pd.read_csv(path, dtype_backend="numpy_nullable", engine="c")
+        return pd.read_csv(path, engine="c")
     except pd.errors.EmptyDataError as exc:
         raise DataError(
             f"dataset {path} is empty (no header, no rows)",
@@ -67,13 +70,68 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _numeric(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """The column as floats plus a mask of cells that were present but not numbers."""
+def _numeric(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The column as float64 (NaN for empty) plus a mask of cells present but not numbers."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.astype("Float64"), np.zeros(len(series), dtype=bool)
-    coerced = pd.to_numeric(series, errors="coerce").astype("Float64")
+        return series.to_numpy(dtype="float64", na_value=np.nan), np.zeros(len(series), bool)
+    coerced = pd.to_numeric(series, errors="coerce")
     bad = (coerced.isna() & series.notna()).to_numpy(dtype=bool)
-    return coerced, bad
+    return coerced.to_numpy(dtype="float64", na_value=np.nan), bad
+
+
+def parse_dates(series: pd.Series) -> np.ndarray:
+    """YYYY-MM-DD strings as ``datetime64[D]``; NaT where empty or not such a date."""
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        try:  # fast path: Arrow's strict ISO-8601 cast succeeds when every date is valid
+            parsed = pa.array(series.array).cast(pa.date32())
+            return parsed.to_numpy(zero_copy_only=False).astype("datetime64[D]")
+        except pa.ArrowInvalid:
+            pass  # some value is not a date: find which ones, row by row
+    parsed = pd.to_datetime(series.astype("string"), errors="coerce", format="%Y-%m-%d")
+    return parsed.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+
+
+def _surely_unique(values: pa.Array) -> bool:
+    """True when fixed-width strings (the usual shape of ids) are all distinct, judged by a
+    64-bit hash of their bytes read in place; False means "could not tell", never "repeats"."""
+    if values.null_count or len(values) < 2 or values.type not in (pa.string(), pa.large_string()):
+        return False
+    _, offset_buffer, data_buffer = values.buffers()
+    offset_type = np.int32 if values.type == pa.string() else np.int64
+    offsets = np.frombuffer(offset_buffer, dtype=offset_type)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    width = int(offsets[1] - offsets[0])
+    if width < 8 or not (np.diff(offsets) == width).all():
+        return False
+    hashed = np.zeros(len(values), dtype=np.uint64)
+    for start in [*range(0, width - 7, 8), width - 8]:  # the last word may overlap: harmless
+        word = np.ndarray(
+            (len(values),),
+            dtype="<u8",
+            buffer=data_buffer,
+            offset=int(offsets[0]) + start,
+            strides=(width,),
+        )
+        hashed = (hashed ^ word) * np.uint64(0x9E3779B97F4A7C15)
+        hashed ^= hashed >> np.uint64(29)
+    hashed.sort()
+    return not (hashed[1:] == hashed[:-1]).any()
+
+
+def duplicated(series: pd.Series) -> np.ndarray:
+    """Mask of non-empty values that occur more than once."""
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        values = pa.array(series.array)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if _surely_unique(values):
+            return np.zeros(len(series), dtype=bool)
+        counts = pc.value_counts(values)
+        repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+        found = pc.is_in(values, value_set=repeated).to_numpy(zero_copy_only=False)
+        return found & series.notna().to_numpy(dtype=bool)
+    return (series.duplicated(keep=False) & series.notna()).to_numpy(dtype=bool)
 
 
 class _Checker:
@@ -83,6 +141,7 @@ class _Checker:
         self.id_column = config.data.id_column
         self.violations: list[Violation] = []
         self.imputed: dict[str, int] = {}
+        self.dates: dict[str, np.ndarray] = {}
 
     def flag(self, check: str, column: str | None, mask: np.ndarray, message: str) -> None:
         count = int(mask.sum())
@@ -102,9 +161,12 @@ class _Checker:
         elif spec.dtype == "date":
             self._date_column(name, series, nulls)
         if spec.categories is not None:
-            allowed = pd.Series(spec.categories).astype(str)
-            present = series.astype("string")
-            unknown = (~present.isin(allowed) & present.notna()).to_numpy(dtype=bool)
+            if pd.api.types.is_numeric_dtype(series):
+                allowed = [float(c) for c in spec.categories if _is_number(c)]
+                unknown = ~series.isin(allowed).to_numpy(dtype=bool) & ~nulls
+            else:
+                allowed_text = [str(c) for c in spec.categories]
+                unknown = ~series.astype("string").isin(allowed_text).to_numpy(bool) & ~nulls
             self.flag(
                 "categories",
                 name,
@@ -113,12 +175,12 @@ class _Checker:
             )
 
     def _numeric_column(self, name: str, spec: Column, series: pd.Series) -> None:
-        values, not_numbers = _numeric(series)
+        raw, not_numbers = _numeric(series)
         self.flag("dtype", name, not_numbers, f"`{name}` must be a {spec.dtype}; found text")
-        present = values.notna().to_numpy(dtype=bool)
-        raw = values.to_numpy(dtype=float, na_value=np.nan)
-        if spec.dtype == "int":
-            fractional = present & (np.floor(np.nan_to_num(raw)) != np.nan_to_num(raw))
+        present = ~np.isnan(raw)
+        if spec.dtype == "int" and not pd.api.types.is_integer_dtype(series):
+            with np.errstate(invalid="ignore"):
+                fractional = present & (np.floor(raw) != raw)
             self.flag("dtype", name, fractional, f"`{name}` must be a whole number")
         with np.errstate(invalid="ignore"):
             if spec.min is not None:
@@ -127,15 +189,12 @@ class _Checker:
                 self.flag("range", name, present & (raw > spec.max), f"`{name}` above {spec.max}")
 
     def _date_column(self, name: str, series: pd.Series, nulls: np.ndarray) -> None:
-        parsed = pd.to_datetime(series.astype("string"), errors="coerce", format="%Y-%m-%d")
-        bad = parsed.isna().to_numpy(dtype=bool) & ~nulls
+        parsed = self.dates[name] = parse_dates(series)
+        bad = np.isnat(parsed) & ~nulls
         self.flag("dtype", name, bad, f"`{name}` must be a date written YYYY-MM-DD")
 
     def dataset(self, as_of: date) -> None:
         data = self.config.data
-        ids = self.frame[self.id_column]
-        dup = ids.duplicated(keep=False).to_numpy(dtype=bool) & ids.notna().to_numpy(dtype=bool)
-        self.flag("duplicate_ids", self.id_column, dup, f"`{self.id_column}` values repeat")
         rows = len(self.frame)
         if rows < data.min_rows:
             self.violations.append(
@@ -143,39 +202,40 @@ class _Checker:
                     "min_rows", None, rows, f"{rows} rows; the contract needs {data.min_rows}"
                 )
             )
-        target = self.frame[self.config.target.column].astype("string")
-        labelled = target.dropna()
-        if len(labelled):
-            share = float((labelled == str(self.config.target.positive)).mean())
+        positive = positive_mask(self.frame[self.config.target.column], self.config)
+        labelled = self.frame[self.config.target.column].notna().to_numpy(dtype=bool)
+        if labelled.any():
+            share = float(positive[labelled].mean())
             bounds = data.label_balance
             if not bounds.min <= share <= bounds.max:
                 self.violations.append(
                     Violation(
                         "label_balance",
                         self.config.target.column,
-                        len(labelled),
+                        int(labelled.sum()),
                         f"positive share {share:.3f} outside [{bounds.min}, {bounds.max}]",
                     )
                 )
         if data.date_column and data.max_age_days and rows:
-            dates = pd.to_datetime(
-                self.frame[data.date_column].astype("string"), errors="coerce", format="%Y-%m-%d"
-            )
-            future = (dates.dt.date > as_of).to_numpy(dtype=bool, na_value=False)
+            dates = self.dates.get(data.date_column)
+            if dates is None:
+                dates = parse_dates(self.frame[data.date_column])
+            future = dates > np.datetime64(as_of, "D")
             self.flag(
                 "freshness",
                 data.date_column,
                 future,
                 f"`{data.date_column}` is after {as_of}: a date from the future hides stale data",
             )
-            newest = dates[~future].max()
-            if pd.notna(newest) and (as_of - newest.date()).days > data.max_age_days:
+            known = dates[~future & ~np.isnat(dates)]
+            newest = known.max().astype(object) if len(known) else None
+            if newest is not None and (as_of - newest).days > data.max_age_days:
                 self.violations.append(
                     Violation(
                         "freshness",
                         data.date_column,
                         rows,
-                        f"newest row is {newest.date()}, older than {data.max_age_days} days "
+                        f"newest row is {newest}, older than {data.max_age_days} days "
                         f"before {as_of}",
                     )
                 )
@@ -195,10 +255,17 @@ def check_frame(frame: pd.DataFrame, config: ModelConfig, as_of: date) -> tuple[
         checker.violations.append(
             Violation("extra_column", name, len(frame), f"column `{name}` is not in the contract")
         )
-    for name, spec in config.columns.items():
-        if name in frame.columns:
-            checker.column(name, spec)
-    if config.data.id_column in frame.columns and config.target.column in frame.columns:
+    id_column = config.data.id_column
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the slowest check runs beside the rest
+        repeats = pool.submit(duplicated, frame[id_column]) if id_column in frame.columns else None
+        for name, spec in config.columns.items():
+            if name in frame.columns:
+                checker.column(name, spec)
+        if repeats is not None:
+            checker.flag(
+                "duplicate_ids", id_column, repeats.result(), f"`{id_column}` values repeat"
+            )
+    if id_column in frame.columns and config.target.column in frame.columns:
         checker.dataset(as_of)
     return checker.violations, checker.imputed
 
@@ -239,10 +306,25 @@ def prepare(frame: pd.DataFrame, config: ModelConfig) -> tuple[pd.DataFrame, np.
         spec = config.columns[name]
         values, _ = _numeric(frame[name])
         if isinstance(spec.nulls, Impute):
-            values = values.fillna(float(spec.nulls.impute))
-        features[name] = values.to_numpy(dtype="float64", na_value=np.nan)
-    target = frame[config.target.column].astype("string") == str(config.target.positive)
-    return features, target.to_numpy(dtype=bool).astype(np.int64)
+            values = np.where(np.isnan(values), float(spec.nulls.impute), values)
+        features[name] = values
+    return features, positive_mask(frame[config.target.column], config).astype(np.int64)
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def positive_mask(target: pd.Series, config: ModelConfig) -> np.ndarray:
+    """Rows whose label is the positive class (numbers compared as numbers)."""
+    positive = config.target.positive
+    if pd.api.types.is_numeric_dtype(target) and _is_number(positive):
+        return target.to_numpy(dtype="float64", na_value=np.nan) == float(positive)
+    return (target.astype("string") == str(positive)).to_numpy(dtype=bool, na_value=False)
 
 
 def to_dict(violations: list[Violation]) -> list[dict[str, Any]]:

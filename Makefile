@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+GITHUB_OPENAPI := .slipway/cache/openapi/api.github.com.json
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
@@ -19,8 +20,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/slipway demo
 
-test: $(STAMP)
+test: $(STAMP) $(GITHUB_OPENAPI)
 	$(VENV)/bin/python -m pytest
+
+# GitHub's REST description for the emulator in tests/github_emulator.py: one file from one tarball.
+$(GITHUB_OPENAPI):
+	@mkdir -p $(@D)
+	cd $(@D) && npm pack --silent @octokit/openapi@23.0.2 >/dev/null \
+	  && tar -xzf octokit-openapi-23.0.2.tgz package/generated/api.github.com.json \
+	  && mv package/generated/api.github.com.json $(@F) && rm -rf package octokit-openapi-23.0.2.tgz
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/benchmarks -s -p no:cacheprovider -o addopts=""

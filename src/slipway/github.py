@@ -1,0 +1,422 @@
+"""A small GitHub REST client: the sticky PR comment, bot pull requests, labels, commit statuses.
+
+Every call has a timeout and is retried with exponential backoff on 5xx, 429 and secondary rate
+limits, waiting as long as GitHub asks (``Retry-After``, ``x-ratelimit-reset``) up to a cap. The
+token goes into one request header and nowhere else: not into messages, reprs or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from slipway.errors import SlipwayError
+from slipway.fsutil import atomic_write_text
+from slipway.report import MARKER
+
+DEFAULT_API_URL = "https://api.github.com"
+API_VERSION = "2022-11-28"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+PER_PAGE = 100  # GitHub's maximum page size
+MAX_BODY = 65536  # GitHub's limit on a comment's characters
+TRUNCATED = "\n\n… report truncated to fit a GitHub comment; the full one is in the job summary.\n"
+
+_HINTS = {
+    401: "the token is missing, expired or revoked: check the token the workflow passes "
+    "(GITHUB_TOKEN) and that the job's `permissions:` grant it",
+    403: "the token lacks a permission: grant it in the workflow's `permissions:` "
+    "(pull-requests: write, issues: write, statuses: write, contents: write for bot PRs)",
+    404: "the repository or the PR/issue number is wrong, or the token cannot see the repository "
+    "(check GITHUB_REPOSITORY, the PR number and the token's repository access)",
+    410: "the resource is gone (issues may be disabled on the repository)",
+    422: "GitHub rejected the request's content; the message above names the field",
+}
+
+
+class GitHubError(SlipwayError):
+    """GitHub refused a request or could not be reached; ``status`` is the HTTP status or None."""
+
+    def __init__(
+        self, message: str, hint: str = "", status: int | None = None, endpoint: str = ""
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.endpoint = endpoint
+
+
+class GitHub:
+    """One repository on GitHub (or GitHub Enterprise Server: pass its ``api_url``)."""
+
+    def __init__(
+        self,
+        token: str,
+        repo: str,
+        *,
+        api_url: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        max_wait: float = 90.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not token:
+            raise GitHubError("no GitHub token", "set GITHUB_TOKEN (the workflow's token)")
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise GitHubError(f"repository {repo!r} is not OWNER/NAME", "set GITHUB_REPOSITORY")
+        self.repo = repo
+        self.api_url = (api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self._sleep = sleep
+        self._token = token
+        self._session = requests.Session()
+        self._session.headers.update(
+            {
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+                "User-Agent": "slipway",
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"GitHub(repo={self.repo!r}, api_url={self.api_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+    def request(
+        self, method: str, path: str, *, params: dict | None = None, json: Any = None
+    ) -> requests.Response:
+        """Send one API call (``path`` relative to the repo API root or an absolute API URL)."""
+        url = path if path.startswith(("http://", "https://")) else self.api_url + path
+        if urlsplit(url).netloc != urlsplit(self.api_url).netloc:
+            raise GitHubError(
+                f"refusing to send the token to {urlsplit(url).netloc} (API is {self.api_url})",
+                "GITHUB_API_URL must be the API that answers; a link to another host is a bug",
+            )
+        endpoint = f"{method} {urlsplit(url).path}"
+        headers = {"Authorization": f"Bearer {self._token}"}
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._session.request(
+                    method, url, params=params, json=json, headers=headers, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                if attempt < self.retries:
+                    self._sleep(min(self.backoff * 2**attempt, self.max_wait))
+                    continue
+                raise GitHubError(
+                    f"{endpoint}: {self._redact(type(exc).__name__ + ': ' + str(exc))}",
+                    f"check that {self.api_url} is reachable (GITHUB_API_URL)",
+                    endpoint=endpoint,
+                ) from None
+            wait = self._retry_wait(response, attempt)
+            if wait is None or attempt == self.retries:
+                break
+            if wait > self.max_wait:
+                raise self._error(response, endpoint, f"GitHub asks to wait {wait:.0f} s, ")
+            self._sleep(wait)
+        if response.status_code >= 400:
+            raise self._error(response, endpoint)
+        return response
+
+    def _retry_wait(self, response: requests.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``response``, or None when it is final.
+
+        As GitHub documents: ``Retry-After`` seconds; else, with ``x-ratelimit-remaining: 0``,
+        until ``x-ratelimit-reset``; else a minute for a secondary rate limit; else backoff.
+        """
+        if response.status_code not in RETRY_STATUSES and not _rate_limited(response):
+            return None
+        asked = _asked_wait(response.headers)
+        if asked is None and _rate_limited(response):
+            asked = 60.0
+        return asked if asked is not None else min(self.backoff * 2**attempt, self.max_wait)
+
+    def _error(self, response: requests.Response, endpoint: str, waiting: str = "") -> GitHubError:
+        status = response.status_code
+        message = _message(response) or response.reason or "no message"
+        errors = _field_errors(response)
+        text = f"GitHub answered {status} to {endpoint}: {message}" + (
+            f" ({errors})" if errors else ""
+        )
+        hint = _HINTS.get(status, "")
+        if waiting:
+            text += f"; {waiting}longer than the {self.max_wait:.0f} s Slipway waits"
+        if status >= 500 or _rate_limited(response):
+            hint = "GitHub is failing or rate limiting this token: re-run the job later"
+        return GitHubError(self._redact(text), hint, status=status, endpoint=endpoint)
+
+    def paginate(self, path: str, params: dict | None = None) -> Iterator[Any]:
+        """Every item of a list endpoint, following the ``Link: rel="next"`` header."""
+        url: str | None = path
+        query = {"per_page": PER_PAGE, **(params or {})}
+        while url:
+            response = self.request("GET", url, params=query)
+            yield from response.json()
+            url = response.links.get("next", {}).get("url")
+            query = None  # the next link carries the query
+
+    # -- issue comments ----------------------------------------------------------------------
+
+    def _repo(self, suffix: str) -> str:
+        return f"/repos/{self.repo}{suffix}"
+
+    def list_issue_comments(self, number: int) -> list[dict]:
+        """All comments of an issue or pull request, oldest first, across every page."""
+        return list(self.paginate(self._repo(f"/issues/{number}/comments")))
+
+    def create_issue_comment(self, number: int, body: str) -> dict:
+        return self.request(
+            "POST", self._repo(f"/issues/{number}/comments"), json={"body": body}
+        ).json()
+
+    def update_issue_comment(self, comment_id: int, body: str) -> dict:
+        return self.request(
+            "PATCH", self._repo(f"/issues/comments/{comment_id}"), json={"body": body}
+        ).json()
+
+    def delete_issue_comment(self, comment_id: int) -> None:
+        try:
+            self.request("DELETE", self._repo(f"/issues/comments/{comment_id}"))
+        except GitHubError as exc:
+            if exc.status != 404:  # someone else already removed it
+                raise
+
+    def _marked(self, number: int, marker: str) -> list[dict]:
+        comments = self.list_issue_comments(number)
+        return sorted(
+            (c for c in comments if (c.get("body") or "").lstrip().startswith(marker)),
+            key=lambda c: c["id"],
+        )
+
+    def upsert_comment(self, number: int, body: str, marker: str = MARKER) -> dict:
+        """Keep ONE comment that starts with ``marker``: edit it, or create it when there is none.
+
+        Returns ``{"action": "created" | "updated" | "unchanged", "id", "url"}``. After creating,
+        the comments are listed again and any other marked comment (a concurrent run, or a create
+        that GitHub applied although it answered 5xx) is deleted, so reruns never leave two.
+        """
+        if not body.lstrip().startswith(marker):
+            body = f"{marker}\n{body}"
+        if len(body) > MAX_BODY:
+            body = body[: MAX_BODY - len(TRUNCATED)] + TRUNCATED
+        found, action = self._marked(number, marker), "updated"
+        if not found:
+            created, action = self.create_issue_comment(number, body), "created"
+            listed = {c["id"]: c for c in self._marked(number, marker)}  # the list may lag
+            found = sorted({**listed, created["id"]: created}.values(), key=lambda c: c["id"])
+        keep = found[0]
+        for extra in found[1:]:
+            self.delete_issue_comment(extra["id"])
+        if keep.get("body") != body:
+            keep = self.update_issue_comment(keep["id"], body)
+        elif action == "updated":
+            action = "unchanged"
+        return {"action": action, "id": keep["id"], "url": keep.get("html_url")}
+
+    # -- pull requests, labels, statuses -----------------------------------------------------
+
+    def find_pull_request(self, head: str, base: str | None = None) -> dict | None:
+        """The open pull request from branch ``head`` of this repository, if any."""
+        params = {"head": f"{self.repo.split('/')[0]}:{head}", "state": "open"}
+        if base:
+            params["base"] = base
+        return next(iter(self.paginate(self._repo("/pulls"), params)), None)
+
+    def upsert_pull_request(self, head: str, base: str, title: str, body: str) -> dict:
+        """Open a pull request from the fixed branch ``head``, or update the one already open.
+
+        Returns ``{"action": "created" | "updated", "number", "url"}``.
+        """
+        existing = self.find_pull_request(head, base)
+        if existing is None:
+            payload = {"title": title, "head": head, "base": base, "body": body}
+            try:
+                created = self.request("POST", self._repo("/pulls"), json=payload).json()
+                return {
+                    "action": "created",
+                    "number": created["number"],
+                    "url": created["html_url"],
+                }
+            except GitHubError as exc:  # a concurrent run opened it first
+                existing = self.find_pull_request(head, base) if exc.status == 422 else None
+                if existing is None:
+                    raise
+        pull = existing["number"]
+        updated = self.request(
+            "PATCH", self._repo(f"/pulls/{pull}"), json={"title": title, "body": body}
+        ).json()
+        return {"action": "updated", "number": pull, "url": updated["html_url"]}
+
+    def add_labels(self, number: int, labels: list[str]) -> list[str]:
+        """Add labels to an issue or pull request (missing labels are created); all its labels."""
+        answer = self.request(
+            "POST", self._repo(f"/issues/{number}/labels"), json={"labels": list(labels)}
+        ).json()
+        return [label["name"] for label in answer]
+
+    def create_status(
+        self,
+        sha: str,
+        state: str,
+        context: str,
+        description: str = "",
+        target_url: str | None = None,
+    ) -> dict:
+        """Set a commit status (``error``, ``failure``, ``pending`` or ``success``)."""
+        payload: dict[str, Any] = {"state": state, "context": context}
+        if description:
+            payload["description"] = description[:140]  # GitHub's limit
+        if target_url:
+            payload["target_url"] = target_url
+        return self.request("POST", self._repo(f"/statuses/{sha}"), json=payload).json()
+
+
+def _rate_limited(response: requests.Response) -> bool:
+    """A primary or secondary rate limit: 403/429 with GitHub's headers or message."""
+    headers = response.headers
+    return response.status_code in (403, 429) and (
+        "retry-after" in headers
+        or headers.get("x-ratelimit-remaining") == "0"
+        or "rate limit" in _message(response).lower()
+    )
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        document = response.json()
+    except ValueError:
+        return ""
+    return str(document.get("message", "")) if isinstance(document, dict) else ""
+
+
+def _field_errors(response: requests.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        return ""
+    parts = [
+        e.get("message") or f"{e.get('field')}: {e.get('code')}"
+        for e in errors
+        if isinstance(e, dict)
+    ]
+    return "; ".join(p for p in parts if p)
+
+
+def _asked_wait(headers: Mapping[str, str]) -> float | None:
+    """The wait GitHub asks for: ``Retry-After`` (seconds or a date), else the rate-limit reset."""
+    retry_after = headers.get("retry-after")
+    if retry_after:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(retry_after).timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None
+    if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
+        try:
+            return max(0.0, float(headers["x-ratelimit-reset"]) - time.time())
+        except ValueError:
+            return None
+    return None
+
+
+# -- the report comment -------------------------------------------------------------------------
+
+
+def pr_context(env: Mapping[str, str] = os.environ) -> tuple[str | None, int | None]:
+    """``(repository, PR number)`` from the Actions environment, each None when unknown.
+
+    The number comes from ``SLIPWAY_PR_NUMBER`` or the event payload at ``GITHUB_EVENT_PATH``:
+    ``pull_request.number``, or ``workflow_run.pull_requests[0].number`` (empty for PRs from
+    forks: pass the number on from the PR job instead).
+    """
+    repo = env.get("GITHUB_REPOSITORY") or None
+    if env.get("SLIPWAY_PR_NUMBER"):
+        if not env["SLIPWAY_PR_NUMBER"].isdigit():
+            raise GitHubError(
+                f"SLIPWAY_PR_NUMBER is {env['SLIPWAY_PR_NUMBER']!r}, not a pull request number",
+                "set it to the PR number, e.g. SLIPWAY_PR_NUMBER=42, or unset it",
+            )
+        return repo, int(env["SLIPWAY_PR_NUMBER"])
+    event_path = env.get("GITHUB_EVENT_PATH")
+    if not event_path or not Path(event_path).is_file():
+        return repo, None
+    try:
+        event = json.loads(Path(event_path).read_text(encoding="utf-8"))
+    except ValueError:
+        return repo, None
+    number = (event.get("pull_request") or {}).get("number")
+    if number is None:
+        pulls = (event.get("workflow_run") or {}).get("pull_requests") or []
+        number = pulls[0].get("number") if pulls else None
+    return repo, int(number) if number is not None else None
+
+
+def post_report(
+    markdown: str, *, repo: str, pr_number: int, token: str, api_url: str | None = None, **client
+) -> dict:
+    """Upsert the sticky report comment on a pull request; ``client`` goes to :class:`GitHub`."""
+    github = GitHub(token, repo, api_url=api_url, **client)
+    try:
+        result = github.upsert_comment(pr_number, markdown)
+    finally:
+        github.close()
+    return {"posted": True, "repo": repo, "pr_number": pr_number, **result}
+
+
+def publish_report(
+    markdown: str,
+    out_dir: Path,
+    env: Mapping[str, str] = os.environ,
+    *,
+    repo: str | None = None,
+    pr_number: int | None = None,
+    **client,
+) -> dict:
+    """Post the report as the sticky PR comment, or say why not; never prints.
+
+    Always writes ``out_dir/comment.md`` (what is, or would be, posted). Without a token
+    (``GITHUB_TOKEN`` or ``GH_TOKEN``) or without a repository and PR number it returns
+    ``{"posted": False, "reason": ..., "path": ...}`` for the caller to print.
+    """
+    path = Path(out_dir) / "comment.md"
+    atomic_write_text(path, markdown)
+    found_repo, found_number = pr_context(env)
+    repo, pr_number = repo or found_repo, pr_number or found_number
+    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+    reason = None
+    if not token:
+        reason = "no GITHUB_TOKEN: nothing posted"
+    elif not repo:
+        reason = "no GITHUB_REPOSITORY: nothing posted"
+    elif not pr_number:
+        reason = "no pull request number (SLIPWAY_PR_NUMBER or the event payload): nothing posted"
+    if reason:
+        return {"posted": False, "reason": reason, "path": str(path)}
+    result = post_report(
+        markdown,
+        repo=repo,
+        pr_number=pr_number,
+        token=token,
+        api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
+        **client,
+    )
+    return {**result, "path": str(path)}

@@ -51,6 +51,9 @@ def test_gate_without_champion_then_against_production(
         "confusion_matrix",
     }
     assert registry.get("release-risk", "2").tags["slipway.gate"] == "pass"
+    latency = next(g for g in gate["gates"] if g["gate"] == "latency")
+    recorded = registry.get("release-risk", "1").tags["slipway.latency_p95_ms"]
+    assert latency["baseline"] == pytest.approx(float(recorded))  # production's own figure
     assert "gate pass for version 2" in capsys.readouterr().out
 
 

@@ -91,7 +91,7 @@ def test_fairness_stability_latency_and_overall():
     assert fair.status == gates.FAIL and fair.delta == pytest.approx(0.15)
     stable = gates.stability(RULES, 0.05, samples, 0.95)
     assert stable.status == gates.PASS
-    fast = gates.latency(RULES, np.full(100, 2.0), np.full(100, 3.0), seed=0)
+    fast = gates.latency(RULES, np.full(100, 2.0), 3.0, seed=0)
     assert fast.status == gates.PASS and fast.baseline == pytest.approx(3.0)
     slow = gates.latency(RULES, np.full(100, 25.0), None, seed=0)
     assert slow.status == gates.FAIL and "25.00 ms" in slow.reason

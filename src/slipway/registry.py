@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,11 +111,39 @@ class MlflowRegistry(Registry):
         _preflight(self.tracking_uri)
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        import mlflow  # deferred: importing MLflow costs seconds
+        # Importing MLflow and opening its store take seconds: do it in the background while
+        # the caller validates data and fits; the first registry call waits for it.
+        self._connected: dict[str, Any] = {}
+        self._connecting = threading.Thread(target=self._connect, name="mlflow-connect")
+        self._connecting.start()
 
-        self._mlflow = mlflow
-        mlflow.set_tracking_uri(self.tracking_uri)
-        self._client = mlflow.MlflowClient(self.tracking_uri)
+    def _connect(self) -> None:
+        try:
+            import mlflow
+            import mlflow.sklearn
+
+            mlflow.set_tracking_uri(self.tracking_uri)
+            self._connected["mlflow"] = mlflow
+            self._connected["client"] = mlflow.MlflowClient(self.tracking_uri)
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._connected["error"] = exc
+
+    def _wait(self) -> dict[str, Any]:
+        self._connecting.join()
+        if "error" in self._connected:
+            error = self._connected["error"]
+            raise RegistryError(
+                f"cannot open the MLflow registry at {self.tracking_uri}: {error}", _REGISTRY_FIX
+            ) from error
+        return self._connected
+
+    @property
+    def _mlflow(self) -> Any:
+        return self._wait()["mlflow"]
+
+    @property
+    def _client(self) -> Any:
+        return self._wait()["client"]
 
     def _experiment(self, name: str) -> str:
         found = self._client.get_experiment_by_name(name)
@@ -127,10 +156,12 @@ class MlflowRegistry(Registry):
         return self._client.create_experiment(name, artifact_location=location)
 
     def log_and_register(self, name, model, example, params, metrics, tags) -> ModelRef:
+        self._wait()
         import mlflow.sklearn
         import sklearn
         from mlflow.models import infer_signature
 
+        sample = example.head(100)  # enough to infer the signature; the whole set costs seconds
         try:
             with self._mlflow.start_run(experiment_id=self._experiment(name)) as run:
                 self._mlflow.log_params(params)
@@ -139,7 +170,7 @@ class MlflowRegistry(Registry):
                 logged = mlflow.sklearn.log_model(
                     model,
                     name="model",
-                    signature=infer_signature(example, model.predict_proba(example)[:, 1]),
+                    signature=infer_signature(sample, model.predict_proba(sample)[:, 1]),
                     input_example=example.head(5),
                     pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
                     skops_trusted_types=["sklearn.tree._tree.Tree"],

@@ -109,6 +109,60 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if document["status"] == "pass" else 1
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from slipway.errors import PackagingError
+    from slipway.packaging import package, packaged_version
+
+    version = args.version or packaged_version(args.out)
+    if version is None:
+        raise PackagingError(
+            f"no version to package: {args.out / 'train.json'} does not exist",
+            "pass --version N or run `slipway train` first",
+        )
+    document = package(_config(args), _registry(), version, args.out, progress, args.config)
+    print(f"bento {document['bento_tag']} digest {document['digest']}")
+    _github_output({"bento-tag": document["bento_tag"], "digest": document["digest"]})
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from slipway.manifests import manifest_path
+    from slipway.packaging import start_server, stop_server
+
+    path = manifest_path(args.environment, args.environments)
+    if args.stop:
+        stopped = stop_server(args.environment)
+        print(
+            f"stopped {args.environment} (pid {stopped['pid']})"
+            if stopped
+            else f"{args.environment} is not being served"
+        )
+        return 0
+    config = _config(args)
+    running = start_server(
+        config, _registry(), path, args.config, args.port, args.timeout, progress
+    )
+    print(
+        f"{args.environment} v{running['version']} ready at {running['url']} (pid {running['pid']})"
+    )
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from slipway.contract import read_dataset
+    from slipway.fsutil import write_json
+    from slipway.serving import records_from_frame, smoke
+
+    config = _config(args)
+    frame = read_dataset(config.path(config.data.eval)).head(args.rows)
+    document = smoke(args.url, records_from_frame(frame, config), args.max_p95_ms)
+    write_json(args.out / "smoke.json", document)
+    for check in document["checks"]:
+        print(f"{'pass' if check['passed'] else 'FAIL':>5}  {check['check']}: {check['detail']}")
+    print("smoke tests passed" if document["passed"] else "smoke tests failed")
+    return 0 if document["passed"] else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from slipway.report import write_report
 
@@ -229,6 +283,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser(
+        "package",
+        parents=[common],
+        help="build the Bento of a version",
+        description="Import a registered version into the repo-local BentoML store by exact "
+        "tag and build its Bento offline; the same version again reuses both.",
+    )
+    p.add_argument(
+        "--version",
+        dest="version",
+        metavar="N",
+        help="version to package (default: the one in OUT/train.json)",
+    )
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve an environment on 127.0.0.1",
+        description="Start `bentoml serve` on 127.0.0.1 for the versions in "
+        "environments/ENV.yaml, wait until it is ready and record its PID.",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument("--stop", action="store_true", help="stop the server of ENV")
+    p.add_argument(
+        "--port", type=int, help="port on 127.0.0.1 (default: 3000 staging, 3001 production)"
+    )
+    p.add_argument(
+        "--environments",
+        type=Path,
+        default=Path("environments"),
+        metavar="DIR",
+        help="directory of the environment manifests (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        metavar="S",
+        help="seconds to wait for readiness (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "smoke",
+        parents=[common],
+        help="smoke-test a running service",
+        description="Send eval-set records to URL and check readiness, metadata, the answers, "
+        "the error format and latency. Exit 1 when a check fails.",
+    )
+    p.add_argument("url", metavar="URL", help="base URL, e.g. http://127.0.0.1:3000")
+    p.add_argument("--rows", type=int, default=20, help="eval rows to send (default: %(default)s)")
+    p.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=250.0,
+        metavar="MS",
+        help="largest allowed p95 latency of single-record calls (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_smoke)
+
+    p = sub.add_parser(
         "report",
         parents=[common],
         help="render the Markdown report",
@@ -240,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "pr",
         parents=[common, params],
-        help="validate, train, gate and report",
+        help="validate, train, gate, package and report",
         description="Run the pull-request workflow on the working tree.",
     )
     p.set_defaults(func=cmd_pr)

@@ -36,3 +36,10 @@ class TrainingError(SlipwayError):
 class RegistryError(SlipwayError):
     """The MLflow tracking server or registry cannot be reached or refused a request."""
 
+
+class PackagingError(SlipwayError):
+    """A model version cannot be imported into the BentoML store or its Bento cannot be built."""
+
+
+class ServingError(SlipwayError):
+    """An environment cannot be served (nothing deployed, server not starting) or stopped."""

@@ -12,11 +12,12 @@ from slipway.datasets import split_paths, validate, write_lock
 from slipway.errors import SlipwayError
 from slipway.fsutil import write_json
 from slipway.gating import CHAMPION_ALIAS, run_gate
+from slipway.packaging import package
 from slipway.registry import Registry
 from slipway.report import write_report
 from slipway.training import Progress, train
 
-OUTPUTS = ("validation.json", "train.json", "gate.json", "report.md")
+OUTPUTS = ("validation.json", "train.json", "gate.json", "package.json", "report.md")
 # The demo's first model: deliberately small, so the challenger has something to beat.
 DEMO_CHAMPION_PARAMS: dict[str, Any] = {"n_estimators": 20, "max_depth": 4}
 
@@ -24,22 +25,29 @@ DEMO_CHAMPION_PARAMS: dict[str, Any] = {"n_estimators": 20, "max_depth": 4}
 def run_pr(
     config: ModelConfig, registry: Registry, out_dir: Path, progress: Progress
 ) -> dict[str, Any]:
-    """validate → train → gate → report; returns the step results and the overall status."""
+    """validate → train → gate → package → report; returns the step results and the status.
+
+    Only a version that passes its gate is packaged.
+    """
     for name in OUTPUTS:  # a report must never mix this run with an earlier one
         (out_dir / name).unlink(missing_ok=True)
-    progress("[1/4] validate")
+    progress("[1/5] validate")
     validation = validate(config)
     write_json(out_dir / "validation.json", validation)
     result: dict[str, Any] = {"validation": validation, "status": "fail"}
     try:
         if validation["passed"]:
-            progress("[2/4] train")
+            progress("[2/5] train")
             result["train"] = train(config, registry, out_dir, progress)
-            progress("[3/4] gate")
+            progress("[3/5] gate")
             result["gate"] = run_gate(config, registry, out_dir, progress=progress)
             result["status"] = result["gate"]["status"]
+            if result["status"] == "pass":
+                progress("[4/5] package")
+                version = result["train"]["version"]
+                result["package"] = package(config, registry, version, out_dir, progress)
     finally:
-        progress("[4/4] report")
+        progress("[5/5] report")
         result["report"], result["markdown"] = write_report(out_dir)
     return result
 

@@ -1,0 +1,179 @@
+"""The release-risk service: one BentoML service scoring release records over HTTP.
+
+What it serves comes from one place, in this order:
+
+1. ``SLIPWAY_MANIFEST`` (a path) or ``SLIPWAY_ENV`` (``environments/<env>.yaml``): the stable
+   version and the rollout (canary or shadow candidate) of that environment — ``slipway serve``;
+2. ``bento/pinned.json`` inside a Bento built by ``slipway package``: the packaged version.
+
+Models are referenced by exact tag (``release-risk:v3``), never ``latest``. The request schema
+is generated from the data contract in ``model/slipway.yaml`` (``SLIPWAY_CONFIG`` overrides).
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parent.parent
+try:
+    import slipway  # noqa: F401
+except ImportError:  # inside a built Bento the platform code is bundled under src/
+    sys.path.insert(0, str(ROOT / "src"))
+
+from slipway.config import load_config  # noqa: E402
+from slipway.manifests import load_manifest  # noqa: E402
+from slipway.serving import (  # noqa: E402
+    Deployment,
+    Prediction,
+    PredictionLog,
+    Scorer,
+    bento_model_tag,
+    example_record,
+    log_directory,
+    record_model,
+)
+
+MAX_RECORDS = 1000
+CONFIG = load_config(Path(os.environ.get("SLIPWAY_CONFIG") or ROOT / "model" / "slipway.yaml"))
+
+
+def _deployment() -> Deployment:
+    manifest = os.environ.get("SLIPWAY_MANIFEST")
+    environment = os.environ.get("SLIPWAY_ENV")
+    if manifest or environment:
+        path = Path(manifest or ROOT / "environments" / f"{environment}.yaml")
+        return Deployment.from_manifest(load_manifest(path))
+    pinned = ROOT / "bento" / "pinned.json"
+    if pinned.is_file():
+        version = str(json.loads(pinned.read_text())["version"])
+        return Deployment(environment="unassigned", model=CONFIG.name, stable_version=version)
+    raise RuntimeError(
+        "nothing to serve: set SLIPWAY_ENV (staging|production) or SLIPWAY_MANIFEST, "
+        "or serve a Bento built by `slipway package`"
+    )
+
+
+DEPLOYMENT = _deployment()
+LOG_DIR = log_directory(DEPLOYMENT.environment)
+LOG_MAX_BYTES = int(os.environ.get("SLIPWAY_LOG_MAX_BYTES", str(10 << 20)))
+Record = record_model(CONFIG)
+Records = Annotated[
+    list[Record],
+    Field(min_length=1, max_length=MAX_RECORDS, examples=[[example_record(CONFIG)]]),
+]
+
+
+_RUNNING: dict[str, Any] = {}  # this module's service instance, for GET /metadata
+
+
+async def _metadata(_request: Request) -> JSONResponse:
+    service = _RUNNING.get("service")
+    if service is None:
+        return JSONResponse({"error": "the service is starting"}, status_code=503)
+    return JSONResponse(service.metadata())
+
+
+class JsonOnly:
+    """ASGI middleware: ``POST /predict`` takes JSON; any other media type is a 415, not a 500.
+
+    (BentoML would parse ``multipart/form-data`` itself and fail with a 500 on such a body.)
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/predict":
+            headers = dict(scope["headers"])
+            given = headers.get(b"content-type", b"application/json").decode("latin-1")
+            media = given.split(";")[0].strip().lower()
+            if media != "application/json":
+                detail = {
+                    "type": "unsupported_media_type",
+                    "loc": ["headers", "content-type"],
+                    "msg": f"send a JSON body with Content-Type: application/json, not {media!r}",
+                }
+                body = {"error": "unsupported media type", "detail": [detail]}
+                await JSONResponse(body, status_code=415)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+@bentoml.asgi_app(Starlette(routes=[Route("/metadata", _metadata)]), path="/")
+@bentoml.service(
+    name=f"{CONFIG.name}-service",
+    resources={"cpu": "1", "memory": "1Gi"},
+    workers=1,
+    traffic={"timeout": 30, "max_concurrency": 256},
+)
+class ReleaseRisk:
+    """Scores releases: ``POST /predict``; ``GET /metadata``, ``/healthz``, ``/readyz``."""
+
+    stable = bentoml.models.BentoModel(bento_model_tag(CONFIG.name, DEPLOYMENT.stable_version))
+    candidate = (
+        bentoml.models.BentoModel(bento_model_tag(CONFIG.name, DEPLOYMENT.candidate_version))
+        if DEPLOYMENT.candidate_version
+        else None
+    )
+
+    def __init__(self) -> None:
+        import mlflow.sklearn  # deferred: only a running service needs MLflow
+
+        models = {DEPLOYMENT.stable_version: self.stable}
+        if DEPLOYMENT.candidate_version and self.candidate is not None:
+            models[DEPLOYMENT.candidate_version] = self.candidate
+        self.loaded = {
+            version: mlflow.sklearn.load_model(stored.path_of("mlflow"))
+            for version, stored in models.items()
+        }
+        self.digests = {
+            version: stored.info.metadata.get("model_digest") for version, stored in models.items()
+        }
+        self.log = PredictionLog(LOG_DIR, max_bytes=LOG_MAX_BYTES)
+        self.scorer = Scorer(CONFIG, DEPLOYMENT, self.loaded, self.log.append)
+        _RUNNING["service"] = self
+
+    def __is_ready__(self) -> bool:
+        return set(self.loaded) == {DEPLOYMENT.stable_version, DEPLOYMENT.candidate_version} - {
+            None
+        }
+
+    # Adaptive batching: concurrent requests are scored together, up to 512 records per call.
+    # max_latency_ms is where load shedding (503) starts, not a fixed wait.
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=512, max_latency_ms=3000)
+    def predict(self, records: Records) -> list[Prediction]:
+        """Score release records; one answer per record, in order."""
+        return [Prediction(**answer) for answer in self.scorer.predict(records)]
+
+    def metadata(self) -> dict[str, Any]:
+        """What this instance serves; ``GET /metadata``."""
+        return {
+            "model": DEPLOYMENT.model,
+            "version": DEPLOYMENT.stable_version,
+            "digest": DEPLOYMENT.digest,
+            "model_digest": self.digests.get(DEPLOYMENT.stable_version),
+            "environment": DEPLOYMENT.environment,
+            "rollout": {
+                "mode": DEPLOYMENT.mode,
+                "candidate_version": DEPLOYMENT.candidate_version,
+                "canary_percent": DEPLOYMENT.canary_percent,
+            },
+            "schema_version": CONFIG.schema_version,
+            "prediction_log": self.log.stats(),
+        }
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.log.close()
+
+
+ReleaseRisk.add_asgi_middleware(JsonOnly)

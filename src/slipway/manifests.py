@@ -1,0 +1,171 @@
+"""Environment manifests, ``environments/<env>.yaml``: what is deployed where.
+
+A manifest declares every field a promotion changes, in a fixed key order, so promoting a
+version is a one-line diff. :func:`update_manifest` rewrites values in place, keeping the key
+order and every comment.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from slipway.errors import ConfigError
+from slipway.fsutil import atomic_write_text
+
+ENVIRONMENTS = ("staging", "production")
+DEFAULT_DIR = Path("environments")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rollout(_Strict):
+    """How a candidate version takes traffic next to the stable one."""
+
+    mode: Literal["none", "canary", "shadow"] = "none"
+    candidate_version: int | None = Field(default=None, ge=1)
+    canary_percent: float = Field(default=0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Rollout:
+        if self.mode == "none" and self.candidate_version is not None:
+            raise ValueError("candidate_version is set but mode is none; set mode or clear it")
+        if self.mode != "none" and self.candidate_version is None:
+            raise ValueError(f"mode {self.mode} needs a candidate_version")
+        if self.mode != "canary" and self.canary_percent:
+            raise ValueError("canary_percent only applies to mode canary; set it to 0")
+        return self
+
+
+class Manifest(_Strict):
+    """One environment: the model, the stable version and the rollout of a candidate."""
+
+    environment: Literal["staging", "production"]
+    model: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    version: int | None = Field(ge=1)
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    rollout: Rollout = Rollout()
+
+    @model_validator(mode="after")
+    def _deployable(self) -> Manifest:
+        if self.version is None and self.rollout.mode != "none":
+            raise ValueError("a rollout needs a stable version to roll out next to")
+        if self.rollout.candidate_version is not None and (
+            self.rollout.candidate_version == self.version
+        ):
+            raise ValueError("candidate_version equals version; a rollout needs two versions")
+        return self
+
+    def versions(self) -> list[int]:
+        """Every version this manifest needs loaded: stable first, then the candidate."""
+        found = [self.version] if self.version is not None else []
+        if self.rollout.candidate_version is not None:
+            found.append(self.rollout.candidate_version)
+        return found
+
+
+def manifest_path(environment: str, directory: Path = DEFAULT_DIR) -> Path:
+    """``environments/<environment>.yaml``; an unknown environment is a :class:`ConfigError`."""
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(
+            f"unknown environment {environment!r}",
+            f"use one of {', '.join(ENVIRONMENTS)}",
+        )
+    return directory / f"{environment}.yaml"
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}"
+        for err in exc.errors()
+    )
+
+
+def parse_manifest(text: str, source: str) -> Manifest:
+    """Validate manifest YAML; every problem is reported with its key path."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}", "fix the YAML syntax") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping", "see README: Serving")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{source} is invalid: {_errors(exc)}", "correct those keys (README: Serving)"
+        ) from exc
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Load and validate one environment manifest."""
+    if not path.is_file():
+        raise ConfigError(
+            f"no environment manifest at {path}",
+            "run from the repository root or create it (see environments/staging.yaml)",
+        )
+    return parse_manifest(path.read_text(encoding="utf-8"), str(path))
+
+
+_COMMENTS = {
+    "environment": "staging | production",
+    "model": "registered model name (model/slipway.yaml `name`)",
+    "version": "registered version serving the traffic; null: nothing deployed yet",
+    "digest": "digest printed by `slipway package` for that version",
+    "rollout": "a candidate next to the stable version",
+    "mode": "none | canary | shadow",
+    "candidate_version": "registered version of the candidate; null when mode is none",
+    "canary_percent": "canary: share of release_ids (stable hash) routed to the candidate",
+}
+
+
+def _scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
+def render_manifest(manifest: Manifest) -> str:
+    """A new manifest file: every field in declaration order, each with its comment."""
+    lines = [
+        f"# What runs in {manifest.environment}. Merging a change to this file deploys it.",
+        "# Keys are fixed and always present, so a promotion is a one-line diff.",
+    ]
+    for key, value in manifest.model_dump().items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:  # {_COMMENTS[key]}")
+            lines.extend(
+                f"  {sub}: {_scalar(inner)}  # {_COMMENTS[sub]}" for sub, inner in value.items()
+            )
+        else:
+            lines.append(f"{key}: {_scalar(value)}  # {_COMMENTS[key]}")
+    return "\n".join(lines) + "\n"
+
+
+def update_manifest(path: Path, changes: dict[str, Any]) -> Manifest:
+    """Set values (``version``, ``rollout.mode``…) in place; comments and key order are kept.
+
+    Only the lines of changed values differ afterwards. The result is validated before it is
+    written, so an invalid change leaves the file as it was.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        indent = "  " * len(parents)
+        pattern = re.compile(rf"^({indent}{re.escape(key)}:[ \t]*)([^#\n]*?)([ \t]*#.*)?(\n?)$")
+        hits = [i for i, line in enumerate(lines) if pattern.match(line)]
+        if len(hits) != 1:
+            raise ConfigError(f"{path} has no single `{dotted}` key", "restore the manifest keys")
+        match = pattern.match(lines[hits[0]])
+        assert match is not None
+        head, _old, comment, newline = match.groups()
+        lines[hits[0]] = f"{head}{_scalar(value)}{comment or ''}{newline}"
+    updated = "".join(lines)
+    manifest = parse_manifest(updated, str(path))
+    atomic_write_text(path, updated)
+    return manifest

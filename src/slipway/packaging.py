@@ -1,0 +1,450 @@
+"""``slipway package``: a registered MLflow version → a BentoML model → a Bento.
+
+The BentoML store is repo-local (``BENTOML_HOME``, default ``$SLIPWAY_HOME/bentoml``). The model
+is imported under an exact tag (``release-risk:v3``, never ``latest``) and the Bento is built
+offline from a copy of exactly the files it contains. Its version carries their digest, so
+packaging the same version again reuses the model and the Bento instead of rebuilding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slipway.config import ModelConfig
+from slipway.errors import PackagingError, ServingError
+from slipway.fsutil import read_json, sha256_file, write_json
+from slipway.registry import Registry, default_tracking_uri
+from slipway.serving import bento_model_tag
+from slipway.training import Progress
+
+SCHEMA = "slipway.package/1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MLFLOW_DIR = "mlflow"  # the MLflow model inside the BentoML model directory
+BUILD_TIMEOUT_S = 600
+# The platform modules bento/service.py imports (and what they import); nothing else is bundled.
+SERVICE_MODULES = (
+    "__init__.py",
+    "config.py",
+    "errors.py",
+    "fsutil.py",
+    "manifests.py",
+    "serving.py",
+)
+
+
+def state_dir() -> Path:
+    """``SLIPWAY_HOME`` (default ``.slipway``), read when called, as an absolute path."""
+    return Path(os.environ.get("SLIPWAY_HOME", ".slipway")).resolve()
+
+
+def bentoml_home(tracking_uri: str | None = None) -> Path:
+    """``BENTOML_HOME`` when set, else ``bentoml/`` beside the SQLite registry it mirrors.
+
+    With the default registry that is ``$SLIPWAY_HOME/bentoml``; a tracking server without
+    ``BENTOML_HOME`` uses the Slipway state directory too.
+    """
+    configured = os.environ.get("BENTOML_HOME", "").strip()
+    if configured:
+        return Path(configured).resolve()
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "bentoml").resolve()
+    return state_dir() / "bentoml"
+
+
+def bentoml_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment for a ``bentoml`` subprocess: the repo-local store, telemetry off."""
+    return {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **extra,
+    }
+
+
+def bentoml_executable() -> str:
+    """The ``bentoml`` script next to this Python, so the same environment builds and serves."""
+    beside = Path(sys.executable).parent / "bentoml"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("bentoml")
+    if found is None:
+        raise PackagingError("the bentoml command is not installed", "run `make venv`")
+    return found
+
+
+def tree_digest(root: Path, files: list[Path] | None = None) -> str:
+    """SHA-256 over the relative paths and contents of ``files`` (default: all under ``root``)."""
+    chosen = files if files is not None else [p for p in root.rglob("*") if p.is_file()]
+    digest = hashlib.sha256()
+    for path in sorted(chosen, key=lambda p: p.relative_to(root).as_posix()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(sha256_file(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def model_dir(home: Path, tag: str) -> Path:
+    name, version = tag.split(":")
+    return home / "models" / name / version
+
+
+def import_model(
+    config: ModelConfig, registry: Registry, version: str, progress: Progress = lambda _m: None
+) -> dict[str, Any]:
+    """Copy a registered version into the BentoML store under its exact tag (idempotent).
+
+    The MLflow model is loaded once before it is stored, so a version whose skops file cannot
+    be loaded is refused here rather than at serving time.
+    """
+    home = bentoml_home(registry.tracking_uri)
+    tag = bento_model_tag(config.name, str(version))
+    stored = model_dir(home, tag)
+    ref = registry.get(config.name, str(version))
+    if (stored / "model.yaml").is_file():
+        info = yaml.safe_load((stored / "model.yaml").read_text(encoding="utf-8")) or {}
+        run_id = (info.get("metadata") or {}).get("run_id")
+        if run_id != ref.run_id:
+            raise PackagingError(
+                f"{tag} in {home} was imported from run {run_id}, but {ref.uri} in "
+                f"{registry.tracking_uri} is run {ref.run_id}",
+                "keep one BentoML store per registry: set BENTOML_HOME (or SLIPWAY_HOME)",
+            )
+        progress(f"model {tag} already in {home}")
+        return {"tag": tag, "path": str(stored), "reused": True, **_digest_of(stored)}
+    progress(f"importing {ref.uri} into the BentoML store as {tag}")
+    import mlflow.artifacts
+    import mlflow.sklearn
+
+    with tempfile.TemporaryDirectory(prefix="slipway-model-") as tmp, _quiet_bentoml():
+        import bentoml  # deferred: importing BentoML costs seconds
+        from bentoml._internal.models import ModelStore
+
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=tmp))
+            mlflow.sklearn.load_model(str(local))
+        except Exception as exc:
+            raise PackagingError(
+                f"cannot load {ref.uri} for packaging: {type(exc).__name__}: {exc}",
+                "check that the version was logged by `slipway train` with this MLflow",
+            ) from exc
+        digest = tree_digest(local)
+        with bentoml.models.create(
+            tag,
+            labels={"slipway-model": config.name, "slipway-version": str(version)},
+            metadata={
+                "model_uri": ref.uri,
+                "run_id": ref.run_id,
+                "model_digest": f"sha256:{digest}",
+                **{k: v for k, v in ref.tags.items() if k.startswith("slipway.")},
+            },
+            _model_store=ModelStore(home / "models"),
+        ) as created:
+            shutil.copytree(local, created.path_of(MLFLOW_DIR))
+    return {"tag": tag, "path": str(stored), "reused": False, "model_digest": f"sha256:{digest}"}
+
+
+@contextlib.contextmanager
+def _quiet_bentoml() -> Iterator[None]:
+    """BentoML 1.4.39 builds pathspec patterns the deprecated way; not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "GitWildMatchPattern", DeprecationWarning)
+        yield
+
+
+def _digest_of(stored: Path) -> dict[str, str]:
+    return {"model_digest": f"sha256:{tree_digest(stored / MLFLOW_DIR)}"}
+
+
+def build_files(config_path: Path) -> dict[str, Path]:
+    """Every file the Bento contains, by its path inside the build context."""
+    files = {
+        "bento/service.py": REPO_ROOT / "bento" / "service.py",
+        "bento/bentofile.yaml": REPO_ROOT / "bento" / "bentofile.yaml",
+        "model/slipway.yaml": config_path,
+    }
+    for module in SERVICE_MODULES:
+        files[f"src/slipway/{module}"] = REPO_ROOT / "src" / "slipway" / module
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise PackagingError(f"files for the Bento are missing: {missing}", "restore them")
+    return files
+
+
+def package(
+    config: ModelConfig,
+    registry: Registry,
+    version: str,
+    out_dir: Path,
+    progress: Progress = lambda _m: None,
+    config_path: Path | None = None,
+) -> dict[str, Any]:
+    """Import ``version`` and build its Bento (both reused when present); write package.json.
+
+    ``config_path`` is the slipway.yaml bundled as the contract (default: the project's).
+    """
+    config_path = config_path or config.root / "slipway.yaml"
+    model = import_model(config, registry, version, progress)
+    home = bentoml_home(registry.tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="slipway-bento-") as tmp:
+        context = Path(tmp)
+        for inside, source in build_files(config_path).items():
+            (context / inside).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, context / inside)
+        write_json(context / "bento" / "pinned.json", {"model": config.name, "version": version})
+        files_digest = tree_digest(context)
+        digest = hashlib.sha256(f"{model['model_digest']}\n{files_digest}".encode()).hexdigest()
+        bento_name = f"{config.name}-service"
+        bento_version = f"v{version}-{digest[:12]}"
+        bento_tag = f"{bento_name}:{bento_version}"
+        reused = (home / "bentos" / bento_name / bento_version / "bento.yaml").is_file()
+        if reused:
+            progress(f"bento {bento_tag} already built")
+        else:
+            progress(f"building bento {bento_tag} (offline)")
+            _build(context, home, bento_version, version, config.name)
+    document = {
+        "schema": SCHEMA,
+        "model": config.name,
+        "version": str(version),
+        "model_tag": model["tag"],
+        "model_digest": model["model_digest"],
+        "bento_tag": bento_tag,
+        "digest": f"sha256:{digest}",
+        "bentoml_home": str(home),
+        "reused": {"model": model["reused"], "bento": reused},
+        "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(out_dir / "package.json", document)
+    return document
+
+
+def _build(context: Path, home: Path, bento_version: str, version: str, name: str) -> None:
+    command = [
+        bentoml_executable(),
+        "build",
+        str(context),
+        "--bentofile",
+        str(context / "bento" / "bentofile.yaml"),
+        "--version",
+        bento_version,
+        "--output",
+        "tag",
+    ]
+    env = bentoml_env(
+        home,
+        SLIPWAY_CONFIG=str(context / "model" / "slipway.yaml"),
+        PYTHONPATH=str(context / "src"),
+    )
+    for name in ("SLIPWAY_ENV", "SLIPWAY_MANIFEST"):  # the Bento serves its pinned version
+        env.pop(name, None)
+    try:
+        done = subprocess.run(
+            command,
+            cwd=context,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PackagingError(
+            f"bentoml build did not finish in {BUILD_TIMEOUT_S} s", "check bento/bentofile.yaml"
+        ) from exc
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise PackagingError(
+            f"bentoml build failed for {name} v{version}:\n{tail}",
+            "fix bento/service.py or bento/bentofile.yaml; the build runs offline",
+        )
+
+
+def packaged_version(out_dir: Path) -> str | None:
+    """The version in ``OUT/train.json``, the default for ``slipway package``."""
+    path = out_dir / "train.json"
+    return str(read_json(path)["version"]) if path.is_file() else None
+
+
+DEFAULT_PORTS = {"staging": 3000, "production": 3001}
+READY_TIMEOUT_S = 90.0
+_STARTED: dict[int, subprocess.Popen] = {}  # servers this process started, to reap on stop
+
+
+def server_state(environment: str) -> Path:
+    """Where ``slipway serve`` records the PID, URL and log of an environment's server."""
+    return state_dir() / "serve" / f"{environment}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_server(
+    config: ModelConfig,
+    registry: Registry,
+    manifest_file: Path,
+    config_path: Path,
+    port: int | None = None,
+    timeout: float = READY_TIMEOUT_S,
+    progress: Progress = lambda _m: None,
+) -> dict[str, Any]:
+    """``bentoml serve`` the environment's manifest on 127.0.0.1; wait for ``/readyz``.
+
+    The versions the manifest names are imported into the BentoML store first (reused when
+    present). The server's PID, URL and log file are recorded in :func:`server_state`.
+    """
+    import requests
+
+    from slipway.manifests import load_manifest
+
+    manifest = load_manifest(manifest_file)
+    environment = manifest.environment
+    if manifest.version is None:
+        raise ServingError(
+            f"{manifest_file} deploys nothing yet (version: null)",
+            f"set `version:` in {manifest_file} to a packaged version (slipway package)",
+        )
+    if manifest.model != config.name:
+        raise ServingError(
+            f"{manifest_file} deploys {manifest.model}, but the model project is {config.name}",
+            "fix `model:` in the manifest or pass the right --config",
+        )
+    state = server_state(environment)
+    if state.is_file():
+        running = read_json(state)
+        if _alive(int(running["pid"])):
+            raise ServingError(
+                f"{environment} is already served at {running['url']} (pid {running['pid']})",
+                f"stop it first: slipway serve {environment} --stop",
+            )
+    for version in manifest.versions():
+        import_model(config, registry, str(version), progress)
+    port = port or DEFAULT_PORTS.get(environment, 3000)
+    url = f"http://127.0.0.1:{port}"
+    log = state.with_suffix(".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = bentoml_env(
+        bentoml_home(registry.tracking_uri),
+        SLIPWAY_ENV=environment,
+        SLIPWAY_MANIFEST=str(manifest_file.resolve()),
+        SLIPWAY_CONFIG=str(config_path.resolve()),
+    )
+    env.setdefault("SLIPWAY_LOG_DIR", str(state_dir() / "predictions" / environment))
+    command = [
+        bentoml_executable(),
+        "serve",
+        "bento.service:ReleaseRisk",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--working-dir",
+        str(REPO_ROOT),
+    ]
+    progress(f"starting {environment} v{manifest.version} on {url} (log: {log})")
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: --stop ends the workers too
+        )
+    _STARTED[process.pid] = process
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServingError(
+                f"bentoml serve exited with code {process.returncode}:\n{_tail(log)}",
+                f"read {log}",
+            )
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    else:
+        _stop_pid(process.pid)
+        raise ServingError(
+            f"{environment} was not ready within {timeout:.0f} s:\n{_tail(log)}", f"read {log}"
+        )
+    document = {
+        "environment": environment,
+        "pid": process.pid,
+        "url": url,
+        "version": str(manifest.version),
+        "rollout": manifest.rollout.model_dump(),
+        "log": str(log),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(state, document)
+    return document
+
+
+def stop_server(environment: str) -> dict[str, Any] | None:
+    """Stop the server ``slipway serve`` recorded for ``environment``; None when none runs."""
+    state = server_state(environment)
+    if not state.is_file():
+        return None
+    running = read_json(state)
+    _stop_pid(int(running["pid"]))
+    state.unlink(missing_ok=True)
+    return running
+
+
+def _stop_pid(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM the server's process group (it was started in its own), SIGKILL after ``grace``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    started = _STARTED.pop(pid, None)
+    if started is not None:  # started by this process: wait() reaps it
+        try:
+            started.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    else:
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if not _alive(pid):
+            return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if started is not None:
+        started.wait(5)
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

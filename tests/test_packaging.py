@@ -1,0 +1,207 @@
+"""Environment manifests and `slipway package` on a real MLflow registry and `bentoml build`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from slipway.cli import main
+from slipway.config import load_config
+from slipway.contract import prepare, read_dataset
+from slipway.errors import ConfigError
+from slipway.manifests import (
+    Manifest,
+    load_manifest,
+    manifest_path,
+    parse_manifest,
+    render_manifest,
+    update_manifest,
+)
+from slipway.packaging import SERVICE_MODULES
+from slipway.training import train
+
+REPO = Path(__file__).resolve().parent.parent
+KEY_ORDER = ["environment", "model", "version", "digest", "rollout"]
+ROLLOUT_ORDER = ["mode", "candidate_version", "canary_percent"]
+
+
+# --- manifests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_committed_manifests_are_valid_and_declare_every_field(environment):
+    path = REPO / "environments" / f"{environment}.yaml"
+    manifest = load_manifest(path)
+    raw = yaml.safe_load(path.read_text())
+    assert list(raw) == KEY_ORDER
+    assert list(raw["rollout"]) == ROLLOUT_ORDER
+    assert manifest.environment == environment
+    assert manifest.model == load_config(REPO / "model" / "slipway.yaml").name
+
+
+def test_render_then_parse_round_trips():
+    manifest = Manifest(
+        environment="production",
+        model="release-risk",
+        version=4,
+        rollout={"mode": "canary", "candidate_version": 5, "canary_percent": 10},
+    )
+    text = render_manifest(manifest)
+    assert parse_manifest(text, "x") == manifest
+    assert list(yaml.safe_load(text)) == KEY_ORDER
+
+
+def test_promotion_is_a_one_line_diff_that_keeps_comments(tmp_path):
+    path = tmp_path / "staging.yaml"
+    shutil.copy(REPO / "environments" / "staging.yaml", path)
+    before = path.read_text().splitlines()
+    manifest = update_manifest(path, {"version": 7})
+    after = path.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert manifest.version == 7
+    assert len(changed) == 1
+    old, new = changed[0]
+    assert new.startswith("version: 7  #") and old.split("#")[1] == new.split("#")[1]
+
+    update_manifest(path, {"rollout.mode": "shadow", "rollout.candidate_version": 8})
+    assert load_manifest(path).rollout.candidate_version == 8
+    assert list(yaml.safe_load(path.read_text())) == KEY_ORDER
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"version": 0}, "version"),
+        ({"rollout.mode": "blue-green"}, "rollout.mode"),
+        ({"rollout.mode": "canary"}, "candidate_version"),
+        ({"rollout.canary_percent": 120}, "canary_percent"),
+        ({"digest": "md5:abc"}, "digest"),
+    ],
+)
+def test_invalid_changes_name_the_key_and_leave_the_file(tmp_path, changes, named):
+    path = tmp_path / "staging.yaml"
+    shutil.copy(REPO / "environments" / "staging.yaml", path)
+    update_manifest(path, {"version": 3})
+    before = path.read_text()
+    with pytest.raises(ConfigError, match=named):
+        update_manifest(path, changes)
+    assert path.read_text() == before
+
+
+def test_unknown_environment_and_unknown_keys_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown environment"):
+        manifest_path("qa")
+    text = (REPO / "environments" / "staging.yaml").read_text() + "replicas: 3\n"
+    with pytest.raises(ConfigError, match="replicas"):
+        parse_manifest(text, "staging.yaml")
+
+
+# --- slipway package ---------------------------------------------------------------------------
+
+
+def _bento_dirs(home: Path) -> list[Path]:
+    return [p for p in (home / "bentos").glob("*/*") if (p / "bento.yaml").is_file()]
+
+
+@pytest.mark.slow
+def test_package_builds_a_bento_once_and_reuses_it(
+    project, registry, tmp_path, monkeypatch, capsys
+):
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    outputs = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    config = load_config(project)
+    out = tmp_path / "out"
+    train(config, registry, out)
+
+    assert main(["package", "--config", str(project), "--out", str(out)]) == 0  # from train.json
+    first = yaml.safe_load((out / "package.json").read_text())
+    assert first["schema"] == "slipway.package/1"
+    assert first["model_tag"] == "release-risk:v1"
+    assert first["bento_tag"].startswith("release-risk-service:v1-")
+    assert first["digest"].startswith("sha256:") and len(first["digest"]) == 71
+    assert first["reused"] == {"model": False, "bento": False}
+    written = outputs.read_text()
+    assert f"bento-tag={first['bento_tag']}\n" in written
+    assert f"digest={first['digest']}\n" in written
+    assert first["bento_tag"] in capsys.readouterr().out
+    bentos = _bento_dirs(home)
+    assert [f"{p.parent.name}:{p.name}" for p in bentos] == [first["bento_tag"]]
+    built = (bentos[0] / "bento.yaml").stat().st_mtime_ns
+    bento = yaml.safe_load((bentos[0] / "bento.yaml").read_text())
+    assert bento["services"][0]["models"][0]["tag"] == "release-risk:v1"  # exact, not latest
+    assert (bentos[0] / "src" / "bento" / "pinned.json").is_file()
+    bundled = sorted(p.name for p in (bentos[0] / "src" / "src" / "slipway").glob("*.py"))
+    assert bundled == sorted(SERVICE_MODULES)
+
+    assert main(["package", "--config", str(project), "--out", str(out), "--version", "1"]) == 0
+    second = yaml.safe_load((out / "package.json").read_text())
+    assert second["reused"] == {"model": True, "bento": True}
+    assert (second["bento_tag"], second["digest"]) == (first["bento_tag"], first["digest"])
+    assert (bentos[0] / "bento.yaml").stat().st_mtime_ns == built
+    assert len(_bento_dirs(home)) == 1
+
+    # The stored model is MLflow's skops file; it loads and predicts like the registry's.
+    import mlflow.sklearn
+
+    stored = home / "models" / "release-risk" / "v1" / "mlflow"
+    assert any(p.suffix == ".skops" for p in stored.rglob("*"))
+    features, _ = prepare(read_dataset(project.parent / "data" / "eval.csv"), config)
+    expected = registry.load(registry.get(config.name, "1")).predict_proba(features)
+    np.testing.assert_array_equal(
+        mlflow.sklearn.load_model(str(stored)).predict_proba(features), expected
+    )
+    listed = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "bentoml"), "list", "-o", "json"],
+        env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert first["bento_tag"] in listed.stdout
+
+
+def test_package_without_a_version_is_a_usage_error(project, tracking_uri, tmp_path, capsys):
+    code = main(["package", "--config", str(project), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "pass --version N" in capsys.readouterr().err
+
+
+def test_package_of_a_missing_version_is_a_usage_error(project, tracking_uri, tmp_path, capsys):
+    code = main(["package", "--config", str(project), "--out", str(tmp_path), "--version", "9"])
+    assert code == 2
+    assert "no version 9" in capsys.readouterr().err
+
+
+def test_serving_an_environment_with_nothing_deployed_says_so(
+    project, tracking_uri, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SLIPWAY_HOME", str(tmp_path / "state"))
+    environments = tmp_path / "environments"
+    shutil.copytree(REPO / "environments", environments)
+    code = main(["serve", "staging", "--config", str(project), "--environments", str(environments)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "deploys nothing yet (version: null)" in err and "fix:" in err
+    assert main(["serve", "staging", "--stop"]) == 0
+    assert "not being served" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_pr_packages_the_version_that_passed_its_gate(
+    project, registry, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    out = tmp_path / "out"
+    assert main(["pr", "--config", str(project), "--out", str(out)]) == 0
+    trained = yaml.safe_load((out / "train.json").read_text())
+    packaged = yaml.safe_load((out / "package.json").read_text())
+    assert packaged["version"] == trained["version"] == "1"
+    assert packaged["bento_tag"].startswith("release-risk-service:v1-")
+    assert "[4/5] package" in capsys.readouterr().err

@@ -380,3 +380,38 @@ def test_pr_context_from_the_event_payload(tmp_path, event, number):
         "a/b",
         number,
     )
+
+
+def test_report_publish_cli_upserts_one_comment(emulator, tmp_path, monkeypatch, capsys):
+    from slipway.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, value in {
+        "GITHUB_TOKEN": TOKEN,
+        "GITHUB_REPOSITORY": emulator.repo,
+        "GITHUB_API_URL": emulator.url,
+        "SLIPWAY_PR_NUMBER": "8",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    assert main(["report", "--out", str(out), "--publish"]) == 0
+    assert main(["report", "--out", str(out), "--publish"]) == 0
+    comments = marked(emulator, 8)
+    assert len(comments) == 1
+    assert comments[0]["body"] == (out / "report.md").read_text()
+    err = capsys.readouterr().err
+    assert "comment created on PR #8" in err and "comment unchanged on PR #8" in err
+    assert TOKEN not in err
+
+
+def test_report_without_token_says_what_it_would_post(tmp_path, monkeypatch, capsys):
+    from slipway.cli import main
+
+    for name in ("GITHUB_TOKEN", "GH_TOKEN", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["report", "--out", str(out), "--publish"]) == 0
+    assert "no GITHUB_TOKEN: nothing posted" in capsys.readouterr().err
+    assert (out / "comment.md").read_text() == (out / "report.md").read_text()

@@ -169,6 +169,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     path, markdown = write_report(args.out)
     print(markdown)
     progress(f"wrote {path}")
+    if args.publish:
+        from slipway.github import publish_report
+
+        result = publish_report(markdown, args.out)
+        if result["posted"]:
+            progress(f"comment {result['action']} on PR #{result['pr_number']}: {result['url']}")
+        else:
+            progress(f"{result['reason']}; the comment it would post is in {result['path']}")
     return 0
 
 
@@ -348,7 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="render the Markdown report",
         description="Render OUT/report.md from the JSON outputs (and the GitHub "
-        "step summary when GITHUB_STEP_SUMMARY is set).",
+        "step summary when GITHUB_STEP_SUMMARY is set). With --publish, upsert it as the one "
+        "sticky comment on the pull request; without a token or PR context it writes "
+        "OUT/comment.md and says what it would have posted.",
+    )
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="post or update the sticky PR comment (needs GITHUB_TOKEN, GITHUB_REPOSITORY "
+        "and a PR number from SLIPWAY_PR_NUMBER or the event payload)",
     )
     p.set_defaults(func=cmd_report)
 

@@ -685,3 +685,15 @@ def test_duplicate_ids_fast_and_exact_paths(ids, repeated):
     assert np.flatnonzero(duplicated(series)).tolist() == repeated
     sliced = pd.Series(["X-padding-0", *ids], dtype="string[pyarrow]").iloc[1:]
     assert np.flatnonzero(duplicated(sliced)).tolist() == repeated
+
+
+def test_overlap_by_content_ignores_how_numbers_are_written(config_path):
+    from slipway.contract import check_overlap
+
+    config = load_config(config_path)
+    train = read_dataset(data_path(config_path, "train")).head(3)
+    copied = train.copy()
+    copied["release_id"] = ["NEW-1", "NEW-2", "NEW-3"]
+    copied["code_changes"] = copied["code_changes"].astype(float)  # 70 written as 70.0
+    found = check_overlap(train, copied, config)
+    assert [(v.check, v.column, v.count) for v in found] == [("train_eval_overlap", None, 3)]

@@ -183,7 +183,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_pr(args: argparse.Namespace) -> int:
     from slipway.flows import run_pr
 
-    result = run_pr(_config(args), _registry(), args.out, progress)
+    result = run_pr(
+        _config(args), _registry(), args.out, progress, package_step=not args.skip_package
+    )
     print(result["markdown"])
     progress(f"outputs in {args.out}/ — report: {result['report']}")
     return 0 if result["status"] == "pass" else 1
@@ -373,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, params],
         help="validate, train, gate, package and report",
         description="Run the pull-request workflow on the working tree.",
+    )
+    p.add_argument(
+        "--skip-package",
+        action="store_true",
+        help="stop after the gate: no Bento is built (faster local iterations)",
     )
     p.set_defaults(func=cmd_pr)
 

@@ -283,8 +283,29 @@ def check_frame(frame: pd.DataFrame, config: ModelConfig, as_of: date) -> tuple[
 
 
 def row_fingerprints(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """A hash per row over ``columns`` (ids excluded) to find the same release twice."""
-    return pd.util.hash_pandas_object(frame[columns].astype("string"), index=False)
+    """A hash per row over ``columns`` (ids excluded) to find the same release twice.
+
+    Numbers are hashed as float64, so ``70`` in one file and ``70.0`` in the other match.
+    """
+    values = {}
+    for name in columns:
+        numbers, not_numbers = _numeric(frame[name])
+        values[name] = frame[name].astype("string") if not_numbers.any() else numbers
+    return pd.util.hash_pandas_object(pd.DataFrame(values), index=False)
+
+
+def _isin(values: pd.Series, others: pd.Series) -> np.ndarray:
+    """``values.isin(others)`` without pandas' per-element path for Arrow strings."""
+    if all(
+        isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"
+        for s in (values, others)
+    ):
+        known = pa.array(others.array)
+        if isinstance(known, pa.ChunkedArray):
+            known = known.combine_chunks()
+        found = pc.is_in(pa.array(values.array), value_set=known)
+        return found.to_numpy(zero_copy_only=False)
+    return values.isin(others).to_numpy(dtype=bool)
 
 
 def check_overlap(train: pd.DataFrame, evaluation: pd.DataFrame, config: ModelConfig) -> list:
@@ -293,7 +314,7 @@ def check_overlap(train: pd.DataFrame, evaluation: pd.DataFrame, config: ModelCo
     key = config.data.id_column
     if key in train.columns and key in evaluation.columns:
         ids = evaluation[key]
-        mask = (ids.isin(train[key]) & ids.notna()).to_numpy(dtype=bool)
+        mask = _isin(ids, train[key]) & ids.notna().to_numpy(dtype=bool)
         checker = _Checker(evaluation, config)
         checker.flag("train_eval_overlap", key, mask, f"eval `{key}` values also appear in train")
         found.extend(checker.violations)

@@ -23,7 +23,11 @@ DEMO_CHAMPION_PARAMS: dict[str, Any] = {"n_estimators": 20, "max_depth": 4}
 
 
 def run_pr(
-    config: ModelConfig, registry: Registry, out_dir: Path, progress: Progress
+    config: ModelConfig,
+    registry: Registry,
+    out_dir: Path,
+    progress: Progress,
+    package_step: bool = True,
 ) -> dict[str, Any]:
     """validate → train → gate → package → report; returns the step results and the status.
 
@@ -42,7 +46,7 @@ def run_pr(
             progress("[3/5] gate")
             result["gate"] = run_gate(config, registry, out_dir, progress=progress)
             result["status"] = result["gate"]["status"]
-            if result["status"] == "pass":
+            if result["status"] == "pass" and package_step:
                 progress("[4/5] package")
                 version = result["train"]["version"]
                 result["package"] = package(config, registry, version, out_dir, progress)

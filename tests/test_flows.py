@@ -51,6 +51,8 @@ def test_gate_without_champion_then_against_production(
         "confusion_matrix",
     }
     assert registry.get("release-risk", "2").tags["slipway.gate"] == "pass"
+    run = registry._client.get_run(registry.get("release-risk", "2").run_id)
+    assert run.data.metrics["eval_roc_auc"] == pytest.approx(metrics["roc_auc"])
     latency = next(g for g in gate["gates"] if g["gate"] == "latency")
     recorded = registry.get("release-risk", "1").tags["slipway.latency_p95_ms"]
     assert latency["baseline"] == pytest.approx(float(recorded))  # production's own figure

@@ -38,7 +38,7 @@ def test_train_registers_a_tagged_version(project, registry, tmp_path, monkeypat
     assert ref.tags["slipway.eval_digest"] in lock
     run = registry._client.get_run(ref.run_id)
     assert run.data.params["n_estimators"] == "100"
-    assert 0.5 < run.data.metrics["eval_roc_auc"] <= 1.0
+    assert run.data.metrics["train_rows"] == 4000
     info = registry._mlflow.models.get_model_info(ref.uri)
     assert info.signature is not None
     assert "test_coverage" in info.signature.inputs.input_names()

@@ -138,6 +138,11 @@ def run_gate(
         "gates": [gates.to_dict(v) for v in verdicts],
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if candidate.run_id:
+        registry.log_metrics(
+            candidate.run_id,
+            {f"eval_{k}": v for k, v in cand_metrics.items() if k != "confusion_matrix"},
+        )
     registry.tag(
         config.name,
         candidate.version,

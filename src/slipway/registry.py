@@ -7,9 +7,11 @@ work is done, instead of after MLflow's long retry loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,10 @@ class Registry(ABC):
         tags: dict[str, str],
     ) -> ModelRef:
         """Log a fitted model with its run and register it as a new version."""
+
+    @abstractmethod
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Add metrics to the run a version came from (the gate's eval metrics)."""
 
     @abstractmethod
     def get(self, name: str, version: str) -> ModelRef:
@@ -121,6 +127,12 @@ class MlflowRegistry(Registry):
         try:
             import mlflow
             import mlflow.sklearn
+            import skops.io  # noqa: F401 - imported on first save; warm it here
+
+            with contextlib.suppress(Exception):  # warm MLflow's package scan, also done on save
+                from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+                _init_modules_to_packages_map()
 
             mlflow.set_tracking_uri(self.tracking_uri)
             self._connected["mlflow"] = mlflow
@@ -220,6 +232,13 @@ class MlflowRegistry(Registry):
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.get(name, version)
         self._client.set_registered_model_alias(name, alias, str(version))
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, value, now, 0) for key, value in metrics.items() if value == value]
+        self._client.log_batch(run_id, metrics=batch)
 
     def tag(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():

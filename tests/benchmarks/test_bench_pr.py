@@ -141,4 +141,4 @@ def test_pr_minus_report_50k(tmp_path: Path, bench_env: dict[str, str]) -> None:
     assert not gated["inconclusive"], gated["inconclusive"]
     assert gated["champion"]["version"] == "1"
     assert gated["candidate"]["version"] == "2"
-    assert abs(trained["eval_metrics"]["roc_auc"] - bare_result["roc_auc"]) < 1e-9
+    assert abs(gated["candidate"]["metrics"]["roc_auc"] - bare_result["roc_auc"]) < 1e-9

@@ -69,6 +69,29 @@ def group_recall(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict[st
     return table
 
 
+def ranking(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Row order by score, positives first among tied scores."""
+    return np.lexsort((y != 1, proba))
+
+
+_BLOCK = 32
+_UPPER = np.triu(np.ones((_BLOCK, _BLOCK), dtype=np.float32))  # [k, l] = 1 where k <= l
+
+
+def _prefix_sum(values: np.ndarray) -> np.ndarray:
+    """Inclusive cumulative sum along rows, as a blocked scan: within blocks of 32 it is a
+    matrix product (BLAS, which releases the GIL, unlike ``np.cumsum``), then each block adds
+    the running total of the blocks before it. Exact for integer counts below 2**24."""
+    rows, n = values.shape
+    padded = -n % _BLOCK
+    if padded:
+        values = np.pad(values, ((0, 0), (0, padded)))
+    blocks = values.reshape(rows, -1, _BLOCK) @ _UPPER
+    totals = blocks[:, :, -1]
+    blocks += (np.cumsum(totals, axis=1) - totals)[:, :, None]
+    return blocks.reshape(rows, -1)[:, :n]
+
+
 class _Weighted:
     """Metrics of one model under a chunk of bootstrap weights."""
 
@@ -78,18 +101,17 @@ class _Weighted:
         loss = -(y * np.log(proba) + (1 - y) * np.log(1 - proba))
         self.cells = np.stack([yes & pred, ~yes & pred, yes & ~pred, ~yes & ~pred, loss]).T
         self.cells = self.cells.astype(np.float32)
-        order = np.argsort(scores.proba, kind="stable")
-        # Rows arrive sorted by the candidate's score; only other models need a gather.
+        order = ranking(y, scores.proba)
+        # Rows arrive in the candidate's ranking; only other models need a gather.
         self.order = None if (np.diff(order) == 1).all() else order
         sorted_scores = scores.proba[order]
-        is_start = np.r_[True, np.diff(sorted_scores) != 0]
-        # For tied scores, each row needs the first and last position of its tie group.
-        self.ties = not is_start.all()
-        starts = np.flatnonzero(is_start)
-        group = np.cumsum(is_start) - 1
-        self.group_first = starts[group]
-        self.group_last = np.r_[starts[1:], len(is_start)][group] - 1
         self.positive_sorted = yes[order].astype(np.float32)
+        # Rows whose score is tied with another, and where each tie group starts among them.
+        is_start = np.r_[True, np.diff(sorted_scores) != 0]
+        size = np.diff(np.r_[np.flatnonzero(is_start), len(is_start)])
+        tied = np.repeat(size > 1, size)
+        self.tied = np.flatnonzero(tied)
+        self.tied_starts = np.flatnonzero(is_start[tied])
 
     def compute(self, weights: np.ndarray, n: int) -> dict[str, np.ndarray]:
         tp, fp, fn, tn, loss = (weights @ self.cells).astype(np.float64).T
@@ -107,15 +129,19 @@ class _Weighted:
             # exact in float32.
             pos = ordered * self.positive_sorted
             neg = ordered - pos
-            cum = np.cumsum(neg, axis=1)
-            if self.ties:
-                below = np.take(cum - neg, self.group_first, axis=1)
-                tied = np.take(cum, self.group_last, axis=1) - below
-                credit = below + 0.5 * tied
-            else:
-                credit = cum - neg
-            wins = np.einsum("ij,ij->i", pos, credit, dtype=np.float64)
-            out["roc_auc"] = wins / (pos.sum(axis=1, dtype=np.float64) * cum[:, -1])
+            cum = _prefix_sum(neg)
+            # Within a tie group positives come first, so cum - neg counts only the negatives
+            # strictly below; each group then adds half of (its positives x its negatives).
+            wins = np.einsum("ij,ij->i", pos, cum - neg, dtype=np.float64)
+            if self.tied.size:
+                group = np.take(ordered, self.tied, axis=1)
+                tied_pos = np.add.reduceat(
+                    group * self.positive_sorted[self.tied], self.tied_starts, axis=1
+                )
+                tied_neg = np.add.reduceat(group, self.tied_starts, axis=1) - tied_pos
+                wins += 0.5 * np.einsum("ij,ij->i", tied_pos, tied_neg, dtype=np.float64)
+            # Positive weight is tp + fn from the products above: no second pass over the rows.
+            out["roc_auc"] = wins / ((tp + fn) * cum[:, -1].astype(np.float64))
         return out
 
 
@@ -132,8 +158,8 @@ def bootstrap(
     """Per-resample values: ``cand.<metric>``, ``champ.<metric>``, ``flip_rate`` and
     ``cand.recall_gap`` / ``champ.recall_gap`` (max minus min recall over groups)."""
     n = len(y)
-    # Resampling does not care about row order: sort rows by the candidate's score once.
-    order = np.argsort(candidate.proba, kind="stable")
+    # Resampling does not care about row order: put rows in the candidate's ranking once.
+    order = ranking(y, candidate.proba)
     y = y[order]
     candidate = Scores(candidate.proba[order], candidate.pred[order])
     if champion is not None:

@@ -106,12 +106,10 @@ class _Weighted:
         self.order = None if (np.diff(order) == 1).all() else order
         sorted_scores = scores.proba[order]
         self.positive_sorted = yes[order].astype(np.float32)
-        # Rows whose score is tied with another, and where each tie group starts among them.
-        is_start = np.r_[True, np.diff(sorted_scores) != 0]
-        size = np.diff(np.r_[np.flatnonzero(is_start), len(is_start)])
-        tied = np.repeat(size > 1, size)
-        self.tied = np.flatnonzero(tied)
-        self.tied_starts = np.flatnonzero(is_start[tied])
+        # First and last position of every group of two or more rows with the same score.
+        starts = np.flatnonzero(np.r_[True, np.diff(sorted_scores) != 0])
+        ends = np.r_[starts[1:], len(sorted_scores)] - 1
+        self.tie_first, self.tie_last = starts[ends > starts], ends[ends > starts]
 
     def compute(self, weights: np.ndarray, n: int) -> dict[str, np.ndarray]:
         tp, fp, fn, tn, loss = (weights @ self.cells).astype(np.float64).T
@@ -132,13 +130,13 @@ class _Weighted:
             cum = _prefix_sum(neg)
             # Within a tie group positives come first, so cum - neg counts only the negatives
             # strictly below; each group then adds half of (its positives x its negatives).
-            wins = np.einsum("ij,ij->i", pos, cum - neg, dtype=np.float64)
-            if self.tied.size:
-                group = np.take(ordered, self.tied, axis=1)
-                tied_pos = np.add.reduceat(
-                    group * self.positive_sorted[self.tied], self.tied_starts, axis=1
-                )
-                tied_neg = np.add.reduceat(group, self.tied_starts, axis=1) - tied_pos
+            below = cum - neg
+            wins = np.einsum("ij,ij->i", pos, below, dtype=np.float64)
+            if self.tie_first.size:  # group totals are differences of the prefix sums
+                cum_pos = _prefix_sum(pos)
+                first, last = self.tie_first, self.tie_last
+                tied_neg = np.take(cum, last, axis=1) - np.take(below, first, axis=1)
+                tied_pos = np.take(cum_pos, last, axis=1) - np.take(cum_pos - pos, first, axis=1)
                 wins += 0.5 * np.einsum("ij,ij->i", tied_pos, tied_neg, dtype=np.float64)
             # Positive weight is tp + fn from the products above: no second pass over the rows.
             out["roc_auc"] = wins / ((tp + fn) * cum[:, -1].astype(np.float64))

@@ -205,3 +205,4 @@ def test_pr_packages_the_version_that_passed_its_gate(
     assert packaged["version"] == trained["version"] == "1"
     assert packaged["bento_tag"].startswith("release-risk-service:v1-")
     assert "[4/5] package" in capsys.readouterr().err
+    assert f"- Bento: `{packaged['bento_tag']}`" in (out / "report.md").read_text()

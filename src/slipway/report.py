@@ -29,7 +29,7 @@ def _interval(pair: list[float] | None, signed: bool = False) -> str:
 def load_outputs(out_dir: Path) -> dict[str, dict | None]:
     """Whatever JSON outputs exist in ``out_dir``."""
     found: dict[str, dict | None] = {}
-    for name in ("validation", "train", "gate"):
+    for name in ("validation", "train", "gate", "package"):
         path = out_dir / f"{name}.json"
         found[name] = read_json(path) if path.is_file() else None
     return found
@@ -181,12 +181,15 @@ def _validation(validation: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def _links(train: dict | None) -> list[str]:
+def _links(train: dict | None, package: dict | None) -> list[str]:
     if train is None:
         return []
     run = train["run_url"] or f"run `{train['run_id']}` in `{train['tracking_uri']}`"
     link = f"[{train['run_id']}]({train['run_url']})" if train["run_url"] else run
-    return ["### MLflow", "", f"- Run: {link}", f"- Model: `{train['model_uri']}`", ""]
+    lines = ["### MLflow", "", f"- Run: {link}", f"- Model: `{train['model_uri']}`"]
+    if package is not None:
+        lines.append(f"- Bento: `{package['bento_tag']}` (digest `{package['digest']}`)")
+    return [*lines, ""]
 
 
 def render(outputs: dict[str, dict | None]) -> str:
@@ -196,7 +199,7 @@ def render(outputs: dict[str, dict | None]) -> str:
     if gate is not None:
         lines += _metrics_table(gate) + _gate_list(gate) + _chart(gate) + _teams(gate)
         lines += _confusion(gate)
-    lines += _validation(outputs["validation"]) + _links(outputs["train"])
+    lines += _validation(outputs["validation"]) + _links(outputs["train"], outputs.get("package"))
     return "\n".join(lines).rstrip() + "\n"
 
 

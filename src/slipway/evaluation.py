@@ -74,19 +74,19 @@ def ranking(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
     return np.lexsort((y != 1, proba))
 
 
-_BLOCK = 32
+_BLOCK = 16  # measured: a 16-wide GEMM is the fastest here, and it releases the GIL
 _UPPER = np.triu(np.ones((_BLOCK, _BLOCK), dtype=np.float32))  # [k, l] = 1 where k <= l
 
 
 def _prefix_sum(values: np.ndarray) -> np.ndarray:
-    """Inclusive cumulative sum along rows, as a blocked scan: within blocks of 32 it is a
+    """Inclusive cumulative sum along rows, as a blocked scan: within blocks of 16 it is a
     matrix product (BLAS, which releases the GIL, unlike ``np.cumsum``), then each block adds
     the running total of the blocks before it. Exact for integer counts below 2**24."""
     rows, n = values.shape
     padded = -n % _BLOCK
     if padded:
         values = np.pad(values, ((0, 0), (0, padded)))
-    blocks = values.reshape(rows, -1, _BLOCK) @ _UPPER
+    blocks = (values.reshape(-1, _BLOCK) @ _UPPER).reshape(rows, -1, _BLOCK)  # one 2-D GEMM
     totals = blocks[:, :, -1]
     blocks += (np.cumsum(totals, axis=1) - totals)[:, :, None]
     return blocks.reshape(rows, -1)[:, :n]

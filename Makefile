@@ -30,7 +30,9 @@ $(GITHUB_OPENAPI):
 	  && tar -xzf octokit-openapi-23.0.2.tgz package/generated/api.github.com.json \
 	  && mv package/generated/api.github.com.json $(@F) && rm -rf package octokit-openapi-23.0.2.tgz
 
+# test_bench_serving.py drives the servers with wrk (installed here when missing).
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(VENV)/bin/python -m pytest tests/benchmarks -s -p no:cacheprovider -o addopts=""
 
 lint: $(STAMP)

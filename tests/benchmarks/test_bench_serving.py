@@ -1,0 +1,350 @@
+"""Serving: Slipway's BentoML service against `mlflow models serve` of the same registered version.
+
+One version of the model is trained on the committed sample data and served twice, one server
+at a time, one worker each, on 127.0.0.1: by `mlflow models serve -m models:/release-risk/1
+--env-manager local --workers 1` (POST /invocations, {"dataframe_records": [row]}) and by
+`slipway serve staging` (POST /predict, {"records": [row]}). `wrk` drives each with 8
+connections on 1 thread, single-row requests rotating over 100 records, after a short
+warm-up. Targets: throughput Slipway/MLflow >= 4, p99 latency Slipway/MLflow <= 0.5.
+
+Then 1,000 rows per request to Slipway's service (rows/s, target >= 20,000), printed beside the
+in-process floor: rows/s of ``model.predict_proba`` on the same 1,000-row DataFrame in a loop.
+
+Nothing asserts on timings: only that both servers gave the in-process model's answers and that
+wrk saw no errors and no non-2xx responses. Servers are stopped by process group at the end,
+also on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from benchlib import MODEL_DIR, model_project, report
+
+CONNECTIONS = 8
+WARM_UP_S = 3
+SINGLE_S = 15
+BATCH_S = 10
+BATCH_ROWS = 1000
+ROTATING = 100  # single-row bodies wrk cycles through
+READY_TIMEOUT_S = 120.0
+TARGET_THROUGHPUT = 4.0
+TARGET_P99 = 0.5
+TARGET_BATCH_ROWS_S = 20_000
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning"),
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench)"),
+]
+
+# wrk's Lua side: POST the bodies in turn; at the end print the summary as one JSON line.
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {{
+{bodies}
+}}
+if #bodies == 1 then
+  wrk.body = bodies[1]
+else
+  local i = 0
+  request = function()
+    i = i % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[i])
+  end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_SUMMARY {{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, ' ..
+    '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (slipway, mlflow)."""
+    script = Path(sys.executable).with_name(name)
+    return str(script) if script.is_file() else name
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, (
+        f"{' '.join(command)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    )
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_group(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM the process group ``pid`` leads, SIGKILL what is left after ``grace``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _wait_ready(url: str, process: subprocess.Popen | None, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"server exited {process.returncode}:\n{log.read_text(errors='replace')}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    pytest.fail(f"{url} not ready in {READY_TIMEOUT_S:.0f} s:\n{log.read_text(errors='replace')}")
+
+
+@contextlib.contextmanager
+def _mlflow_server(port: int, env: dict[str, str], log: Path) -> Iterator[str]:
+    """`mlflow models serve` of models:/release-risk/1 on 127.0.0.1, one worker."""
+    command = [
+        _bin("mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/release-risk/1",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    # MLflow execs `uvicorn` from PATH: the one beside this Python.
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            command,
+            cwd=log.parent,
+            env={**env, "PATH": path},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, stopped as a whole
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(f"{url}/ping", process, log)
+        yield url
+    finally:
+        _stop_group(process.pid)
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def _slipway_server(
+    port: int, config: Path, environments: Path, home: Path, env: dict[str, str]
+) -> Iterator[str]:
+    """`slipway serve staging` of the manifest in ``environments``; stopped by its PID."""
+    serve = [_bin("slipway"), "serve", "staging", "--config", str(config)]
+    serve += ["--environments", str(environments)]
+    state = home / "serve" / "staging.json"
+    try:
+        _run([*serve, "--port", str(port), "--timeout", str(READY_TIMEOUT_S)], home, env)
+        url = json.loads(state.read_text(encoding="utf-8"))["url"]
+        assert url == f"http://127.0.0.1:{port}"
+        yield url
+    finally:
+        pid = json.loads(state.read_text(encoding="utf-8"))["pid"] if state.is_file() else None
+        subprocess.run([*serve, "--stop"], cwd=home, env=env, capture_output=True, check=False)
+        if pid is not None:
+            _stop_group(int(pid), grace=5.0)  # whatever --stop left behind
+
+
+def _lua_string(text: str) -> str:
+    assert "]==]" not in text
+    return f"[==[{text}]==]"
+
+
+def _wrk(url: str, bodies: list[str], seconds: int, script: Path) -> dict[str, Any]:
+    """Run wrk (1 thread, 8 connections, --latency) on POST ``bodies``; its summary."""
+    script.write_text(
+        WRK_SCRIPT.format(bodies=",\n".join(_lua_string(b) for b in bodies)), encoding="utf-8"
+    )
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "30s"]
+    command += ["--latency", "-s", str(script), url]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    assert done.returncode == 0, f"wrk exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    line = next(x for x in done.stdout.splitlines() if x.startswith("WRK_SUMMARY "))
+    summary = json.loads(line.removeprefix("WRK_SUMMARY "))
+    errors = {k: summary[k] for k in ("connect", "read", "write", "status", "timeout")}
+    assert summary["requests"] > 0, done.stdout
+    assert not any(errors.values()), f"wrk errors {errors}\n{done.stdout}"
+    assert "Non-2xx" not in done.stdout, done.stdout
+    summary["per_s"] = summary["requests"] / (summary["duration_us"] / 1e6)
+    summary["p99_ms"] = summary["p99_us"] / 1000
+    return summary
+
+
+def _load(url: str, bodies: list[str], seconds: int, where: Path) -> dict[str, Any]:
+    """An untimed warm-up, then the measured run."""
+    _wrk(url, bodies, WARM_UP_S, where / "warm-up.lua")
+    return _wrk(url, bodies, seconds, where / "measure.lua")
+
+
+def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) -> None:
+    from slipway.config import load_config
+    from slipway.contract import prepare, read_dataset
+    from slipway.manifests import Manifest, render_manifest
+    from slipway.serving import records_from_frame
+
+    home = Path(bench_env["SLIPWAY_HOME"])
+    env = {**bench_env, "BENTOML_HOME": str(tmp_path / "bentoml")}
+    for name in ("SLIPWAY_ENV", "SLIPWAY_MANIFEST", "SLIPWAY_CONFIG", "SLIPWAY_LOG_DIR"):
+        env.pop(name, None)
+    config_path = model_project(
+        tmp_path / "model", MODEL_DIR / "data" / "train.csv", MODEL_DIR / "data" / "eval.csv"
+    )
+    out = tmp_path / "out"
+    slipway = _bin("slipway")
+    _run([slipway, "lock", "--config", str(config_path)], tmp_path, env)
+    _run([slipway, "train", "--config", str(config_path), "--out", str(out)], tmp_path, env)
+    trained = json.loads((out / "train.json").read_text(encoding="utf-8"))
+    assert str(trained["version"]) == "1"
+    environments = tmp_path / "environments"
+    environments.mkdir()
+    manifest = Manifest(environment="staging", model="release-risk", version=1)
+    (environments / "staging.yaml").write_text(render_manifest(manifest), encoding="utf-8")
+
+    # The records: the eval set, as a client sends them; the single-row ones without nulls so
+    # that MLflow (no imputation) and Slipway (imputes test_coverage) score the same input.
+    config = load_config(config_path)
+    frame = read_dataset(MODEL_DIR / "data" / "eval.csv")
+    records = records_from_frame(frame, config)
+    complete = [i for i, r in enumerate(records) if all(r[f] is not None for f in config.features)]
+    singles = [records[i] for i in complete[:ROTATING]]
+    slipway_bodies = [json.dumps({"records": [r]}) for r in singles]
+    mlflow_bodies = [
+        json.dumps({"dataframe_records": [{f: r[f] for f in config.features}]}) for r in singles
+    ]
+    batch_frame = frame.head(BATCH_ROWS)
+    batch_body = json.dumps({"records": records_from_frame(batch_frame, config)})
+    batch_features, _ = prepare(batch_frame, config)
+
+    # The in-process model: the same registered version, the expected answers and the floor.
+    import mlflow.sklearn
+
+    model = mlflow.sklearn.load_model("models:/release-risk/1")
+    single_frame, _ = prepare(frame.iloc[complete[:5]], config)
+    expected_labels = model.predict(single_frame).tolist()
+    expected_p = model.predict_proba(single_frame)[:, 1]
+    batch_p = model.predict_proba(batch_features)[:, 1]
+    loops, start = 0, time.perf_counter()
+    while loops < 5 or time.perf_counter() - start < 3.0:
+        model.predict_proba(batch_features)
+        loops += 1
+    floor_rows_s = loops * BATCH_ROWS / (time.perf_counter() - start)
+
+    # (a) MLflow's scoring server.
+    mlflow_dir = tmp_path / "bench-mlflow"
+    mlflow_dir.mkdir()
+    with _mlflow_server(_free_port(), env, mlflow_dir / "server.log") as url:
+        invocations = f"{url}/invocations"
+        mlflow_labels = []
+        for body in mlflow_bodies[:5]:
+            answer = requests.post(
+                invocations, data=body, headers={"Content-Type": "application/json"}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            mlflow_labels.extend(answer.json()["predictions"])
+        mlflow_run = _load(invocations, mlflow_bodies, SINGLE_S, mlflow_dir)
+
+    # (b) and (c) Slipway's service, served from the manifest.
+    slipway_dir = tmp_path / "bench-slipway"
+    slipway_dir.mkdir()
+    with _slipway_server(_free_port(), config_path, environments, home, env) as url:
+        predict = f"{url}/predict"
+        answers = []
+        for body in slipway_bodies[:5]:
+            answer = requests.post(
+                predict, data=body, headers={"Content-Type": "application/json"}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            answers.extend(answer.json())
+        batch = requests.post(
+            predict, data=batch_body, headers={"Content-Type": "application/json"}, timeout=60
+        )
+        assert batch.status_code == 200, batch.text[:500]
+        batch_answers = batch.json()
+        slipway_run = _load(predict, slipway_bodies, SINGLE_S, slipway_dir)
+        batch_run = _load(predict, [batch_body], BATCH_S, slipway_dir)
+        metadata = requests.get(f"{url}/metadata", timeout=10).json()
+
+    # Correctness: both servers gave the in-process model's answers.
+    assert mlflow_labels == expected_labels
+    assert [a["high_risk"] for a in answers] == [bool(x) for x in expected_labels]
+    assert [a["release_id"] for a in answers] == [r["release_id"] for r in singles[:5]]
+    np.testing.assert_allclose([a["probability"] for a in answers], expected_p, rtol=1e-12)
+    assert len(batch_answers) == BATCH_ROWS
+    assert metadata["version"] == "1" and metadata["prediction_log"]["errors"] == 0
+    np.testing.assert_allclose([a["probability"] for a in batch_answers], batch_p, rtol=1e-12)
+
+    throughput = slipway_run["per_s"] / mlflow_run["per_s"]
+    p99 = slipway_run["p99_ms"] / mlflow_run["p99_ms"]
+    batch_rows_s = batch_run["per_s"] * BATCH_ROWS
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "MISSED"
+
+    report(
+        f"serving, single-row requests, wrk 1 thread x {CONNECTIONS} connections, {SINGLE_S} s "
+        f"each after a {WARM_UP_S} s warm-up, 1 worker each, release-risk v1: "
+        f"slipway {slipway_run['per_s']:.0f} req/s p99 {slipway_run['p99_ms']:.1f} ms, "
+        f"mlflow models serve {mlflow_run['per_s']:.0f} req/s p99 {mlflow_run['p99_ms']:.1f} ms; "
+        f"throughput slipway/mlflow {throughput:.2f}x "
+        f"(target >= {TARGET_THROUGHPUT:g}x: {verdict(throughput >= TARGET_THROUGHPUT)}), "
+        f"p99 slipway/mlflow {p99:.2f} (target <= {TARGET_P99:g}: {verdict(p99 <= TARGET_P99)})"
+    )
+    report(
+        f"serving, {BATCH_ROWS:,} rows per request to slipway, wrk 1 thread x {CONNECTIONS} "
+        f"connections, {BATCH_S} s: {batch_rows_s:,.0f} rows/s "
+        f"({batch_run['per_s']:.1f} req/s, p99 {batch_run['p99_ms']:.0f} ms; target >= "
+        f"{TARGET_BATCH_ROWS_S:,}: {verdict(batch_rows_s >= TARGET_BATCH_ROWS_S)}) vs in-process "
+        f"predict_proba floor {floor_rows_s:,.0f} rows/s on the same {BATCH_ROWS:,}-row "
+        f"DataFrame (ratio {batch_rows_s / floor_rows_s:.2f}); prediction log "
+        f"{metadata['prediction_log']['written']:,} written, "
+        f"{metadata['prediction_log']['dropped']:,} dropped"
+    )

@@ -147,9 +147,10 @@ class ReleaseRisk:
             None
         }
 
-    # Adaptive batching: concurrent requests are scored together, up to 512 records per call.
-    # max_latency_ms is where load shedding (503) starts, not a fixed wait.
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=512, max_latency_ms=3000)
+    # Adaptive batching: concurrent requests are scored together, up to two full requests per
+    # call, so a request of MAX_RECORDS is never split. max_latency_ms is where load shedding
+    # (503) starts, not a fixed wait.
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=2 * MAX_RECORDS, max_latency_ms=3000)
     def predict(self, records: Records) -> list[Prediction]:
         """Score release records; one answer per record, in order."""
         return [Prediction(**answer) for answer in self.scorer.predict(records)]

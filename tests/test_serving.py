@@ -31,6 +31,7 @@ from slipway.cli import main
 from slipway.config import load_config
 from slipway.contract import prepare, read_dataset
 from slipway.manifests import Manifest, render_manifest
+from slipway.packaging import LOOPBACK
 from slipway.serving import (
     Deployment,
     PredictionLog,
@@ -526,7 +527,7 @@ def test_real_server_serves_smokes_and_stops(trained, capsys):
     serve = ["serve", "staging", "--environments", str(environments), "--port", str(port)]
     assert main([*serve, *args]) == 0
     state = json.loads((trained.root / "state" / "serve" / "staging.json").read_text())
-    url = f"http://127.0.0.1:{port}"
+    url = f"{LOOPBACK}:{port}"
     try:
         assert state["url"] == url and state["pid"] > 0
         assert main([*serve, *args]) == 2  # already running: says so

@@ -27,6 +27,7 @@ API_VERSION = "2022-11-28"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 PER_PAGE = 100  # GitHub's maximum page size
 MAX_BODY = 65536  # GitHub's limit on a comment's characters
+_SCHEMES = ("http://", "https://")
 TRUNCATED = "\n\n… report truncated to fit a GitHub comment; the full one is in the job summary.\n"
 
 _HINTS = {
@@ -103,7 +104,7 @@ class GitHub:
         self, method: str, path: str, *, params: dict | None = None, json: Any = None
     ) -> requests.Response:
         """Send one API call (``path`` relative to the repo API root or an absolute API URL)."""
-        url = path if path.startswith(("http://", "https://")) else self.api_url + path
+        url = path if path.startswith(_SCHEMES) else self.api_url + path
         if urlsplit(url).netloc != urlsplit(self.api_url).netloc:
             raise GitHubError(
                 f"refusing to send the token to {urlsplit(url).netloc} (API is {self.api_url})",

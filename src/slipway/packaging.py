@@ -283,6 +283,7 @@ def packaged_version(out_dir: Path) -> str | None:
 
 
 DEFAULT_PORTS = {"staging": 3000, "production": 3001}
+LOOPBACK = "http://127.0.0.1"  # servers listen on loopback only
 READY_TIMEOUT_S = 90.0
 _STARTED: dict[int, subprocess.Popen] = {}  # servers this process started, to reap on stop
 
@@ -343,7 +344,7 @@ def start_server(
     for version in manifest.versions():
         import_model(config, registry, str(version), progress)
     port = port or DEFAULT_PORTS.get(environment, 3000)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{LOOPBACK}:{port}"
     log = state.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     env = bentoml_env(

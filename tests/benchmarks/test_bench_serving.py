@@ -35,6 +35,8 @@ import pytest
 import requests
 from benchlib import MODEL_DIR, model_project, report
 
+from slipway.packaging import LOOPBACK
+
 CONNECTIONS = 8
 WARM_UP_S = 3
 SINGLE_S = 15
@@ -164,7 +166,7 @@ def _mlflow_server(port: int, env: dict[str, str], log: Path) -> Iterator[str]:
             start_new_session=True,  # its own process group, stopped as a whole
         )
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = f"{LOOPBACK}:{port}"
         _wait_ready(f"{url}/ping", process, log)
         yield url
     finally:

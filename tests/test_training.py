@@ -119,3 +119,11 @@ def test_train_cli_writes_github_output(project, tracking_uri, tmp_path, monkeyp
     assert written["version"] == "1"
     assert written["model-uri"] == "models:/release-risk/1"
     assert Path(tmp_path / "out" / "train.json").is_file()
+
+
+def test_default_registry_follows_slipway_home_set_after_import(tmp_path, monkeypatch):
+    from slipway.registry import default_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("SLIPWAY_HOME", str(tmp_path / "home"))
+    assert default_tracking_uri() == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"

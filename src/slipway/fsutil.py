@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 
+def state_dir() -> Path:
+    """Where Slipway keeps its state: ``SLIPWAY_HOME`` (default ``.slipway``), read when called."""
+    return Path(os.environ.get("SLIPWAY_HOME", ".slipway")).resolve()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never a half."""
     path.parent.mkdir(parents=True, exist_ok=True)

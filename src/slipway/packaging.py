@@ -27,9 +27,9 @@ import yaml
 
 from slipway.config import ModelConfig
 from slipway.errors import PackagingError, ServingError
-from slipway.fsutil import read_json, sha256_file, write_json
+from slipway.fsutil import read_json, sha256_file, state_dir, write_json
 from slipway.registry import Registry, default_tracking_uri
-from slipway.serving import bento_model_tag
+from slipway.serving import bento_model_tag, log_directory
 from slipway.training import Progress
 
 SCHEMA = "slipway.package/1"
@@ -45,11 +45,6 @@ SERVICE_MODULES = (
     "manifests.py",
     "serving.py",
 )
-
-
-def state_dir() -> Path:
-    """``SLIPWAY_HOME`` (default ``.slipway``), read when called, as an absolute path."""
-    return Path(os.environ.get("SLIPWAY_HOME", ".slipway")).resolve()
 
 
 def bentoml_home(tracking_uri: str | None = None) -> Path:
@@ -353,7 +348,7 @@ def start_server(
         SLIPWAY_MANIFEST=str(manifest_file.resolve()),
         SLIPWAY_CONFIG=str(config_path.resolve()),
     )
-    env.setdefault("SLIPWAY_LOG_DIR", str(state_dir() / "predictions" / environment))
+    env.setdefault("SLIPWAY_LOG_DIR", str(log_directory(environment)))
     command = [
         bentoml_executable(),
         "serve",

@@ -20,8 +20,8 @@ from typing import Any
 import requests
 
 from slipway.errors import RegistryError
+from slipway.fsutil import state_dir
 
-STATE_DIR = Path(os.environ.get("SLIPWAY_HOME", ".slipway"))
 PREFLIGHT_TIMEOUT_S = 5.0
 
 
@@ -90,7 +90,7 @@ def default_tracking_uri() -> str:
     configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if configured:
         return configured
-    return f"sqlite:///{(STATE_DIR / 'mlflow.db').resolve()}"
+    return f"sqlite:///{state_dir() / 'mlflow.db'}"
 
 
 def _preflight(uri: str) -> None:

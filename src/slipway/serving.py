@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from slipway.config import Column, Impute, ModelConfig
+from slipway.fsutil import state_dir
 from slipway.manifests import Manifest
 
 MAX_ID_LENGTH = 200
@@ -391,7 +392,7 @@ def log_directory(environment: str) -> Path:
     configured = os.environ.get("SLIPWAY_LOG_DIR", "").strip()
     if configured:
         return Path(configured)
-    return Path(os.environ.get("SLIPWAY_HOME", ".slipway")).resolve() / "predictions" / environment
+    return state_dir() / "predictions" / environment
 
 
 def records_from_frame(frame: pd.DataFrame, config: ModelConfig) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def bench_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """MLflow and Slipway state under ``tmp_path``, never the repository's ``.slipway/``.
 
-    Yields the environment to hand to subprocesses. ``slipway.registry`` reads
-    ``SLIPWAY_HOME`` at import time, so an already imported module has its ``STATE_DIR``
-    patched too.
+    Yields the environment to hand to subprocesses.
     """
     home = tmp_path / "slipway-home"
     home.mkdir()
@@ -50,7 +47,4 @@ def bench_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
         monkeypatch.setenv(name, value)
     for name in _CI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    registry = sys.modules.get("slipway.registry")
-    if registry is not None:
-        monkeypatch.setattr(registry, "STATE_DIR", home)
     yield dict(os.environ)

@@ -371,13 +371,7 @@ def test_freshness_counts_days_from_as_of_to_the_newest_row(config_path, days_af
 
 def test_one_future_dated_row_cannot_hide_stale_data(config_path):
     as_of = _newest_eval_date(config_path) + timedelta(days=5000)  # everything else is stale
-    path = data_path(config_path, "eval")
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    row = lines[1].split(",")
-    row[header.index("release_date")] = "2062-01-01"
-    lines[1] = ",".join(row)
-    path.write_text("\n".join(lines) + "\n")
+    edit_csv(config_path, "eval", lambda f: set_cells(f, "release_date", [0], "2062-01-01"))
 
     found = violations(_validate(config_path, as_of), "eval")
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import edit_config
+from contract_helpers import edit_csv, set_cells
 from slipway.cli import main
 from slipway.report import MARKER
 
@@ -87,13 +88,7 @@ def test_gate_without_a_trained_version_is_a_usage_error(project, tracking_uri, 
 
 
 def test_pr_stops_at_invalid_data_and_reports_it(project, tracking_uri, registry, tmp_path, capsys):
-    data = project.parent / "data" / "train.csv"
-    lines = data.read_text().splitlines()
-    header = lines[0].split(",")
-    row = lines[1].split(",")
-    row[header.index("test_coverage")] = "140"
-    lines[1] = ",".join(row)
-    data.write_text("\n".join(lines) + "\n")
+    edit_csv(project, "train", lambda frame: set_cells(frame, "test_coverage", [0], "140"))
     out = tmp_path / "out"
     code = _run("pr", "--config", str(project), "--out", str(out))
     assert code == 1

@@ -1,16 +1,21 @@
-"""Shared fixtures: a copy of the model project in a temp dir and a real MLflow registry."""
+"""Shared fixtures: the model project in a temp dir, a real MLflow registry, the GitHub emulator."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from github_emulator import Emulator, load_openapi
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "model"
+TARGET = ".slipway/cache/openapi/api.github.com.json"  # the Makefile's file target
+SPEC = Path(os.environ.get("SLIPWAY_GITHUB_OPENAPI") or REPO / TARGET)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -70,3 +75,23 @@ def registry(tracking_uri: str):
     from slipway.registry import MlflowRegistry
 
     return MlflowRegistry(tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def openapi():
+    """GitHub's REST description, parsed once per session (``make`` fetches it when missing)."""
+    if not SPEC.is_file() and SPEC == REPO / TARGET:
+        subprocess.run(["make", "-s", TARGET], cwd=REPO, check=False)
+    if not SPEC.is_file():
+        pytest.fail(f"{SPEC} is missing: run `make {TARGET}` (needs npm)")
+    return load_openapi(SPEC)
+
+
+@pytest.fixture
+def emulator(openapi):
+    """A fresh emulator per test; fails the test when any request or response did not validate."""
+    server = Emulator(*openapi).start()
+    yield server
+    server.stop()
+    assert server.invalid == [], "requests that do not match GitHub's OpenAPI description"
+    assert server.bad_responses == [], "emulator responses that do not match the description"

@@ -47,6 +47,7 @@ ROUTES = [
     ("POST", r"/issues/(?P<number>\d+)/labels", "/issues/{issue_number}/labels", "add_labels"),
     ("GET", r"/pulls", "/pulls", "list_pulls"),
     ("POST", r"/pulls", "/pulls", "create_pull"),
+    ("GET", r"/pulls/(?P<number>\d+)", "/pulls/{pull_number}", "get_pull"),
     ("PATCH", r"/pulls/(?P<number>\d+)", "/pulls/{pull_number}", "update_pull"),
     ("POST", r"/statuses/(?P<sha>[^/]+)", "/statuses/{sha}", "create_status"),
 ]
@@ -190,6 +191,13 @@ class Emulator:
             self.comments[self._ids] = comment
             return comment
 
+    def add_pull(self, number: int, head: str, sha: str, fork: str | None = None) -> dict:
+        """An open pull request from branch ``head`` at commit ``sha`` (of repo ``fork`` if set)."""
+        with self.lock:
+            pull = self._pull(number, f"PR {number}", head, "main", None, sha=sha, fork=fork)
+            self.pulls[number] = pull
+            return pull
+
     def issue_comments(self, number: int) -> list[dict]:
         return [c for c in self.comments.values() if c["issue_url"].endswith(f"/issues/{number}")]
 
@@ -331,10 +339,22 @@ class Emulator:
             author_association="NONE",
         )
 
-    def _pull(self, number: int, title: str, head: str, base: str, body: str | None) -> dict:
+    def _pull(
+        self,
+        number: int,
+        title: str,
+        head: str,
+        base: str,
+        body: str | None,
+        sha: str = "0" * 40,
+        fork: str | None = None,
+    ) -> dict:
         owner = self.repo.split("/")[0]
         repository = self.sample.named("repository", full_name=self.repo, name=self.repo)
-        ref = {"label": f"{owner}:{head}", "ref": head, "sha": "0" * 40, "repo": repository}
+        ref = {"label": f"{owner}:{head}", "ref": head, "sha": sha, "repo": repository}
+        if fork is not None:
+            fork_repo = self.sample.named("repository", full_name=fork, name=fork, fork=True)
+            ref |= {"label": f"{fork.split('/')[0]}:{head}", "repo": fork_repo}
         return self.sample.named(
             "pull-request",
             number=number,
@@ -344,7 +364,14 @@ class Emulator:
             body=body,
             html_url=f"https://github.com/{self.repo}/pull/{number}",
             head={**ref, "user": self._user(owner)},
-            base={**ref, "label": f"{owner}:{base}", "ref": base, "user": self._user(owner)},
+            base={
+                **ref,
+                "label": f"{owner}:{base}",
+                "ref": base,
+                "sha": "0" * 40,
+                "repo": repository,
+                "user": self._user(owner),
+            },
             user=self._user(),
         )
 
@@ -405,6 +432,12 @@ class Emulator:
         pull = self._pull(number, body["title"], body["head"], body["base"], body.get("body"))
         self.pulls[number] = pull
         return 201, pull, {}
+
+    def _get_pull(self, params, _query, _body):
+        pull = self.pulls.get(int(params["number"]))
+        if pull is None:
+            return 404, self._error("Not Found"), {}
+        return 200, pull, {}
 
     def _update_pull(self, params, _query, body):
         pull = self.pulls.get(int(params["number"]))

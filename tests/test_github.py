@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,33 +9,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from github_emulator import TOKEN, Emulator, load_openapi
-from slipway.github import GitHub, GitHubError, pr_context, publish_report
+from github_emulator import TOKEN, Emulator
+from slipway.github import GitHub, GitHubError
 from slipway.report import MARKER
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET = ".slipway/cache/openapi/api.github.com.json"  # the Makefile's file target
-SPEC = Path(os.environ.get("SLIPWAY_GITHUB_OPENAPI") or REPO / TARGET)
-
-
-@pytest.fixture(scope="session")
-def openapi():
-    """GitHub's REST description, parsed once per session (``make`` fetches it when missing)."""
-    if not SPEC.is_file() and SPEC == REPO / TARGET:
-        subprocess.run(["make", "-s", TARGET], cwd=REPO, check=False)
-    if not SPEC.is_file():
-        pytest.fail(f"{SPEC} is missing: run `make {TARGET}` (needs npm)")
-    return load_openapi(SPEC)
-
-
-@pytest.fixture
-def emulator(openapi):
-    """A fresh emulator per test; fails the test when any request or response did not validate."""
-    server = Emulator(*openapi).start()
-    yield server
-    server.stop()
-    assert server.invalid == [], "requests that do not match GitHub's OpenAPI description"
-    assert server.bad_responses == [], "emulator responses that do not match the description"
 
 
 @pytest.fixture
@@ -327,91 +302,3 @@ def test_invalid_requests_are_caught_by_the_openapi_description(emulator, github
     assert "'body' is a required property" in emulator.invalid[2]
     assert "X-GitHub-Api-Version is None" in emulator.invalid[3]
     emulator.invalid.clear()  # these were deliberate
-
-
-# -- publishing the report ------------------------------------------------------------------------
-
-
-def test_dry_run_without_token_writes_comment_md(tmp_path):
-    env = {"GITHUB_REPOSITORY": "acme/models", "SLIPWAY_PR_NUMBER": "4"}
-    result = publish_report(f"{MARKER}\nhello", tmp_path, env)
-    assert result["posted"] is False
-    assert "GITHUB_TOKEN" in result["reason"]
-    assert (tmp_path / "comment.md").read_text() == f"{MARKER}\nhello"
-
-
-def test_dry_run_without_pull_request(tmp_path):
-    env = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "acme/models"}
-    result = publish_report("hello", tmp_path, env)
-    assert result["posted"] is False
-    assert "pull request" in result["reason"]
-    assert TOKEN not in json.dumps(result)
-
-
-def test_publish_posts_from_a_workflow_run_event(emulator, tmp_path):
-    event = tmp_path / "event.json"
-    event.write_text(json.dumps({"workflow_run": {"pull_requests": [{"number": 21}]}}))
-    env = {
-        "GITHUB_TOKEN": TOKEN,
-        "GITHUB_REPOSITORY": emulator.repo,
-        "GITHUB_EVENT_PATH": str(event),
-        "GITHUB_API_URL": emulator.url,
-    }
-    first = publish_report(f"{MARKER}\nv1", tmp_path, env)
-    second = publish_report(f"{MARKER}\nv2", tmp_path, env)
-    assert (first["posted"], first["action"], second["action"]) == (True, "created", "updated")
-    assert first["pr_number"] == 21
-    assert [c["body"] for c in marked(emulator, 21)] == [f"{MARKER}\nv2"]
-
-
-@pytest.mark.parametrize(
-    ("event", "number"),
-    [
-        ({"pull_request": {"number": 5}}, 5),
-        ({"workflow_run": {"pull_requests": [{"number": 6}]}}, 6),
-        ({"workflow_run": {"pull_requests": []}}, None),  # a PR from a fork
-        ({}, None),
-    ],
-)
-def test_pr_context_from_the_event_payload(tmp_path, event, number):
-    path = tmp_path / "event.json"
-    path.write_text(json.dumps(event))
-    assert pr_context({"GITHUB_REPOSITORY": "a/b", "GITHUB_EVENT_PATH": str(path)}) == (
-        "a/b",
-        number,
-    )
-
-
-def test_report_publish_cli_upserts_one_comment(emulator, tmp_path, monkeypatch, capsys):
-    from slipway.cli import main
-
-    out = tmp_path / "out"
-    out.mkdir()
-    for name, value in {
-        "GITHUB_TOKEN": TOKEN,
-        "GITHUB_REPOSITORY": emulator.repo,
-        "GITHUB_API_URL": emulator.url,
-        "SLIPWAY_PR_NUMBER": "8",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    assert main(["report", "--out", str(out), "--publish"]) == 0
-    assert main(["report", "--out", str(out), "--publish"]) == 0
-    comments = marked(emulator, 8)
-    assert len(comments) == 1
-    assert comments[0]["body"] == (out / "report.md").read_text()
-    err = capsys.readouterr().err
-    assert "comment created on PR #8" in err and "comment unchanged on PR #8" in err
-    assert TOKEN not in err
-
-
-def test_report_without_token_says_what_it_would_post(tmp_path, monkeypatch, capsys):
-    from slipway.cli import main
-
-    for name in ("GITHUB_TOKEN", "GH_TOKEN", "GITHUB_STEP_SUMMARY"):
-        monkeypatch.delenv(name, raising=False)
-    out = tmp_path / "out"
-    out.mkdir()
-    assert main(["report", "--out", str(out), "--publish"]) == 0
-    assert "no GITHUB_TOKEN: nothing posted" in capsys.readouterr().err
-    assert (out / "comment.md").read_text() == (out / "report.md").read_text()

@@ -66,6 +66,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 + (f", e.g. line {lines}" if lines else "")
             )
     print("data is valid" if report["passed"] else f"{report['violation_count']} violation(s)")
+    _github_output(
+        {
+            "passed": str(report["passed"]).lower(),
+            "violations": str(report["violation_count"]),
+            "report": str(args.out / "validation.json"),
+        }
+    )
     return 0 if report["passed"] else 1
 
 
@@ -169,14 +176,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     path, markdown = write_report(args.out)
     print(markdown)
     progress(f"wrote {path}")
+    url = ""
     if args.publish:
-        from slipway.github import publish_report
+        from slipway.publish import publish_report
 
         result = publish_report(markdown, args.out)
         if result["posted"]:
+            url = result["url"] or ""
             progress(f"comment {result['action']} on PR #{result['pr_number']}: {result['url']}")
         else:
             progress(f"{result['reason']}; the comment it would post is in {result['path']}")
+    else:
+        from slipway.publish import record_pr
+
+        if recorded := record_pr(args.out):
+            progress(f"recorded the pull request in {recorded} for the report workflow")
+    _github_output({"report": str(path), "comment-url": url})
     return 0
 
 

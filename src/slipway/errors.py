@@ -43,3 +43,7 @@ class PackagingError(SlipwayError):
 
 class ServingError(SlipwayError):
     """An environment cannot be served (nothing deployed, server not starting) or stopped."""
+
+
+class ReportError(SlipwayError):
+    """The JSON outputs a report is rendered from are unreadable or not Slipway's."""

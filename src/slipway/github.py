@@ -7,19 +7,16 @@ token goes into one request header and nowhere else: not into messages, reprs or
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from slipway.errors import SlipwayError
-from slipway.fsutil import atomic_write_text
 from slipway.report import MARKER
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -233,6 +230,10 @@ class GitHub:
 
     # -- pull requests, labels, statuses -----------------------------------------------------
 
+    def get_pull_request(self, number: int) -> dict:
+        """One pull request by number."""
+        return self.request("GET", self._repo(f"/pulls/{number}")).json()
+
     def find_pull_request(self, head: str, base: str | None = None) -> dict | None:
         """The open pull request from branch ``head`` of this repository, if any."""
         params = {"head": f"{self.repo.split('/')[0]}:{head}", "state": "open"}
@@ -337,87 +338,3 @@ def _asked_wait(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             return None
     return None
-
-
-# -- the report comment -------------------------------------------------------------------------
-
-
-def pr_context(env: Mapping[str, str] = os.environ) -> tuple[str | None, int | None]:
-    """``(repository, PR number)`` from the Actions environment, each None when unknown.
-
-    The number comes from ``SLIPWAY_PR_NUMBER`` or the event payload at ``GITHUB_EVENT_PATH``:
-    ``pull_request.number``, or ``workflow_run.pull_requests[0].number`` (empty for PRs from
-    forks: pass the number on from the PR job instead).
-    """
-    repo = env.get("GITHUB_REPOSITORY") or None
-    if env.get("SLIPWAY_PR_NUMBER"):
-        if not env["SLIPWAY_PR_NUMBER"].isdigit():
-            raise GitHubError(
-                f"SLIPWAY_PR_NUMBER is {env['SLIPWAY_PR_NUMBER']!r}, not a pull request number",
-                "set it to the PR number, e.g. SLIPWAY_PR_NUMBER=42, or unset it",
-            )
-        return repo, int(env["SLIPWAY_PR_NUMBER"])
-    event_path = env.get("GITHUB_EVENT_PATH")
-    if not event_path or not Path(event_path).is_file():
-        return repo, None
-    try:
-        event = json.loads(Path(event_path).read_text(encoding="utf-8"))
-    except ValueError:
-        return repo, None
-    number = (event.get("pull_request") or {}).get("number")
-    if number is None:
-        pulls = (event.get("workflow_run") or {}).get("pull_requests") or []
-        number = pulls[0].get("number") if pulls else None
-    return repo, int(number) if number is not None else None
-
-
-def post_report(
-    markdown: str, *, repo: str, pr_number: int, token: str, api_url: str | None = None, **client
-) -> dict:
-    """Upsert the sticky report comment on a pull request; ``client`` goes to :class:`GitHub`."""
-    github = GitHub(token, repo, api_url=api_url, **client)
-    try:
-        result = github.upsert_comment(pr_number, markdown)
-    finally:
-        github.close()
-    return {"posted": True, "repo": repo, "pr_number": pr_number, **result}
-
-
-def publish_report(
-    markdown: str,
-    out_dir: Path,
-    env: Mapping[str, str] = os.environ,
-    *,
-    repo: str | None = None,
-    pr_number: int | None = None,
-    **client,
-) -> dict:
-    """Post the report as the sticky PR comment, or say why not; never prints.
-
-    Always writes ``out_dir/comment.md`` (what is, or would be, posted). Without a token
-    (``GITHUB_TOKEN`` or ``GH_TOKEN``) or without a repository and PR number it returns
-    ``{"posted": False, "reason": ..., "path": ...}`` for the caller to print.
-    """
-    path = Path(out_dir) / "comment.md"
-    atomic_write_text(path, markdown)
-    found_repo, found_number = pr_context(env)
-    repo, pr_number = repo or found_repo, pr_number or found_number
-    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
-    reason = None
-    if not token:
-        reason = "no GITHUB_TOKEN: nothing posted"
-    elif not repo:
-        reason = "no GITHUB_REPOSITORY: nothing posted"
-    elif not pr_number:
-        reason = "no pull request number (SLIPWAY_PR_NUMBER or the event payload): nothing posted"
-    if reason:
-        return {"posted": False, "reason": reason, "path": str(path)}
-    result = post_report(
-        markdown,
-        repo=repo,
-        pr_number=pr_number,
-        token=token,
-        api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
-        **client,
-    )
-    return {**result, "path": str(path)}

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from slipway.errors import ReportError
 from slipway.fsutil import atomic_write_text, read_json
 
 MARKER = "<!-- slipway:report -->"
 METRICS = ("recall", "precision", "f1", "accuracy", "roc_auc", "pr_auc", "log_loss")
 CHART_METRICS = ("recall", "precision", "f1", "accuracy", "roc_auc", "pr_auc")
+_REGENERATE = "regenerate the outputs with the slipway command that writes them"
 ICON = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️", "skipped": "➖"}
 
 
@@ -31,7 +33,12 @@ def load_outputs(out_dir: Path) -> dict[str, dict | None]:
     found: dict[str, dict | None] = {}
     for name in ("validation", "train", "gate", "package"):
         path = out_dir / f"{name}.json"
-        found[name] = read_json(path) if path.is_file() else None
+        try:
+            found[name] = read_json(path) if path.is_file() else None
+        except ValueError as exc:
+            raise ReportError(f"{path} is not valid JSON ({exc})", _REGENERATE) from exc
+        if found[name] is not None and not isinstance(found[name], dict):
+            raise ReportError(f"{path} is not a JSON object", _REGENERATE)
     return found
 
 
@@ -205,7 +212,15 @@ def render(outputs: dict[str, dict | None]) -> str:
 
 def write_report(out_dir: Path) -> tuple[Path, str]:
     """Write ``report.md`` and append it to the GitHub step summary when there is one."""
-    markdown = render(load_outputs(out_dir))
+    try:
+        markdown = render(load_outputs(out_dir))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # Outputs may come from an untrusted artifact: a field missing or of the wrong type is
+        # reported, never rendered half-way.
+        raise ReportError(
+            f"the outputs in {out_dir} are not Slipway's: {type(exc).__name__} {exc}",
+            _REGENERATE,
+        ) from exc
     path = out_dir / "report.md"
     atomic_write_text(path, markdown)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")

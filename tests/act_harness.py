@@ -77,12 +77,16 @@ class MlflowServer:
             "--artifacts-destination",
             str(self.root / "artifacts"),
         ]
-        log = (self.root / "server.log").open("wb")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        with (self.root / "server.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()}")
+                raise RuntimeError(
+                    f"mlflow server exited: {(self.root / 'server.log').read_text()}"
+                )
             try:
                 if requests.get(f"{self.uri}/health", timeout=2).ok:
                     return self

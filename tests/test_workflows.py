@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from act_harness import (
     ACT,
     REPO,
@@ -24,7 +25,6 @@ from act_harness import (
 )
 from conftest import edit_config
 from github_emulator import TOKEN, Emulator
-
 from slipway.report import MARKER
 
 pytestmark = [
@@ -107,7 +107,8 @@ def test_good_pr_goes_green_and_gets_one_comment_that_reruns_edit(workflows, gh)
     [body] = comments(gh, 1)
     assert "| metric | candidate | production |" in body
     assert re.search(r"✅ .*threshold", body), body
-    assert json.loads((root / "good-run1" / "slipway-report" / "pr.json").read_text())["number"] == 1
+    recorded = json.loads((root / "good-run1" / "slipway-report" / "pr.json").read_text())
+    assert recorded == {"number": 1, "head_sha": sha}
 
     # The PR workflow runs again (a rerun trains a new version): the same comment is edited.
     second = pr(repo, 1, sha, root / "good-run2")
@@ -115,6 +116,8 @@ def test_good_pr_goes_green_and_gets_one_comment_that_reruns_edit(workflows, gh)
     patches = gh.count("PATCH", "/issues/comments/")
     assert report(repo, sha, [1], root / "good-run2").returncode == 0
     [edited] = comments(gh, 1)
+    # report.yml re-renders the artifact's JSON with its own code: the same report the PR job made.
+    assert edited == (root / "good-run2" / "slipway-report" / "report.md").read_text()
     assert edited != body and gh.count("PATCH", "/issues/comments/") == patches + 1
     version = json.loads((root / "good-run2" / "slipway-out-train" / "train.json").read_text())
     assert f"models:/release-risk/{version['version']}" in edited
@@ -141,7 +144,7 @@ def test_degraded_pr_from_a_fork_fails_the_gate_and_still_gets_the_comment(workf
 
 
 def test_comment_is_posted_once_through_502_and_429(workflows, gh):
-    root, pr, report = workflows
+    root, _, report = workflows
     good = root / "good-run1" / "slipway-report"
     if not good.is_dir():
         pytest.skip("needs the good PR's artifacts")

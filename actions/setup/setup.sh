@@ -41,8 +41,15 @@ install)
     echo "::endgroup::"
   fi
   # Point the editable install at this checkout (a reused environment may know another one).
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-    --no-build-isolation -e "$root"
+  # For Slipway's src layout the editable install is one .pth line naming the source directory;
+  # rewriting it is what pip would do, in milliseconds instead of seconds.
+  pth=("$VENV"/lib/python*/site-packages/__editable__.slipway-*.pth)
+  if [[ -f "${pth[0]}" && "$(wc -l <"${pth[0]}")" -le 1 && "$(cat "${pth[0]}")" == /* ]]; then
+    printf '%s\n' "$root/src" >"${pth[0]}"
+  else
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+      --no-build-isolation -e "$root"
+  fi
   echo "$VENV/bin" >>"$GITHUB_PATH"
   {
     echo "MLFLOW_DISABLE_TELEMETRY=true"
@@ -50,7 +57,8 @@ install)
     echo "DO_NOT_TRACK=1"
   } >>"$GITHUB_ENV"
   echo "ready=$ready" >>"$GITHUB_OUTPUT"
-  echo "Slipway $("$VENV/bin/slipway" --version | cut -d' ' -f2) set up in $((SECONDS - started)) s (ready: $ready)"
+  version="$("$VENV/bin/python" -c 'import slipway; print(slipway.__version__)')"
+  echo "Slipway $version from $root set up in $((SECONDS - started)) s (ready: $ready)"
   ;;
 *)
   echo "usage: setup.sh locate|install" >&2

@@ -90,7 +90,14 @@ def test_every_action_input_and_output_is_in_the_readme(path):
 
 def test_zizmor_offline_finds_nothing():
     done = subprocess.run(
-        [str(ZIZMOR), "--offline", "--config", ".github/zizmor.yml", ".github/workflows", "actions"],
+        [
+            str(ZIZMOR),
+            "--offline",
+            "--config",
+            ".github/zizmor.yml",
+            ".github/workflows",
+            "actions",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

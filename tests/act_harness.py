@@ -8,6 +8,7 @@ actions the setup action skips under act; the workflows themselves run unchanged
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -44,6 +45,20 @@ def pinned_actions() -> dict[str, str]:
             if ref[0] in STAND_IN_FOR:
                 found[f"{ref[0]}@{ref[1]}"] = STAND_IN_FOR[ref[0]]
     return found
+
+
+def prune_setup_environments() -> list[Path]:
+    """Remove the setup action's environments in act's tool cache that older pins left behind.
+
+    Each is keyed by the hash of pyproject.toml (see actions/setup/setup.sh) and takes about 1 GB.
+    """
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    removed = []
+    for path in (Path.home() / ".cache/act/tool_cache/slipway").glob("venv-*"):
+        if path.name != f"venv-{digest}":
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ from act_harness import (
     MlflowServer,
     commit,
     make_repo,
+    prune_setup_environments,
     pull_request_event,
     run_act,
     workflow_run_event,
@@ -53,6 +54,7 @@ def gh(openapi):
 @pytest.fixture(scope="module")
 def workflows(tmp_path_factory, mlflow_uri, gh):
     """Run pr.yml (no token) and report.yml (a write token) for one pull request."""
+    prune_setup_environments()
     root = tmp_path_factory.mktemp("act")
 
     def pr(repo: Path, number: int, sha: str, artifacts: Path, fork: str | None = None):

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import Field
+import pydantic_core
+from bentoml.validators import ContentType
+from pydantic import Field, PlainSerializer, WithJsonSchema
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -69,6 +71,16 @@ Record = record_model(CONFIG)
 Records = Annotated[
     list[Record],
     Field(min_length=1, max_length=MAX_RECORDS, examples=[[example_record(CONFIG)]]),
+]
+# The Scorer builds the answers as dicts of Prediction's fields (the tests check them against it).
+# BentoML sends them as the JSON bytes pydantic-core writes in one call, rather than validating
+# our own answers again and encoding them with the json module (5x slower for 1,000 answers);
+# the declared media type spares it a JSON schema per response. The API docs show Prediction.
+Answers = Annotated[
+    list[Any],
+    PlainSerializer(pydantic_core.to_json, return_type=bytes),
+    WithJsonSchema({"type": "array", "items": Prediction.model_json_schema()}),
+    ContentType("application/json"),
 ]
 
 
@@ -151,9 +163,9 @@ class ReleaseRisk:
     # call, so a request of MAX_RECORDS is never split. max_latency_ms is where load shedding
     # (503) starts, not a fixed wait.
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=2 * MAX_RECORDS, max_latency_ms=3000)
-    def predict(self, records: Records) -> list[Prediction]:
+    def predict(self, records: Records) -> Answers:
         """Score release records; one answer per record, in order."""
-        return [Prediction(**answer) for answer in self.scorer.predict(records)]
+        return self.scorer.predict(records)
 
     def metadata(self) -> dict[str, Any]:
         """What this instance serves; ``GET /metadata``."""

@@ -25,7 +25,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from slipway.cli import main
 from slipway.config import load_config
@@ -34,6 +34,7 @@ from slipway.manifests import Manifest, render_manifest
 from slipway.packaging import LOOPBACK
 from slipway.serving import (
     Deployment,
+    Prediction,
     PredictionLog,
     Scorer,
     example_record,
@@ -128,7 +129,7 @@ def _scorer(mode: str = "none", percent: float = 0, log=None) -> Scorer:
         canary_percent=percent,
     )
     models = {"1": FakeModel(0.2), "2": FakeModel(0.9)}
-    return Scorer(CONFIG, deployment, models, log or (lambda _r: None))
+    return Scorer(CONFIG, deployment, models, log or (lambda _records: None))
 
 
 @pytest.mark.parametrize("percent", [1, 5, 10, 25, 50, 90])
@@ -146,7 +147,7 @@ def test_route_is_stable_per_release_and_has_no_canary_at_zero():
 def test_canary_answers_follow_the_route_and_every_log_record_names_it():
     logged: list[dict] = []
     records = [{**VALID, "release_id": f"REL-{i}"} for i in range(400)]
-    answers = _scorer("canary", 30, logged.append).predict(records)
+    answers = _scorer("canary", 30, logged.extend).predict(records)
     for record, answer in zip(records, answers, strict=True):
         expected = "2" if route(record["release_id"], 30) == "canary" else "1"
         assert answer["model_version"] == expected
@@ -157,7 +158,7 @@ def test_canary_answers_follow_the_route_and_every_log_record_names_it():
 
 def test_shadow_serves_stable_and_logs_both_outputs():
     logged: list[dict] = []
-    answers = _scorer("shadow", 0, logged.append).predict([VALID, {**VALID, "release_id": "R2"}])
+    answers = _scorer("shadow", 0, logged.extend).predict([VALID, {**VALID, "release_id": "R2"}])
     assert [a["model_version"] for a in answers] == ["1", "1"]
     assert [a["probability"] for a in answers] == [0.2, 0.2]
     assert [(r["route"], r["served"], r["model_version"]) for r in logged] == [
@@ -174,7 +175,7 @@ def test_null_coverage_is_imputed_and_reported():
 
 
 def test_a_failing_log_never_fails_a_prediction():
-    def broken(_record):
+    def broken(_records):
         raise OSError("disk full")
 
     assert len(_scorer(log=broken).predict([VALID])) == 1
@@ -194,7 +195,7 @@ def _lines(directory: Path) -> list[dict]:
 def test_log_rotates_by_size_and_loses_nothing(tmp_path):
     log = PredictionLog(tmp_path, max_bytes=2_000, keep=100)
     for i in range(300):
-        log.append({"i": i, "pad": "x" * 50})
+        log.append([{"i": i, "pad": "x" * 50}])
     assert log.flush()
     log.close()
     rotated = list(tmp_path.glob("predictions-*.jsonl"))
@@ -208,14 +209,14 @@ def test_log_drops_and_counts_when_full_without_blocking(tmp_path):
     gate = threading.Event()
 
     class Stuck(PredictionLog):
-        def _write(self, handle, batch):
+        def _write(self, handle, lines):
             gate.wait(10)
-            return super()._write(handle, batch)
+            return super()._write(handle, lines)
 
     log = Stuck(tmp_path, capacity=10)
     started = time.perf_counter()
     for i in range(100):
-        log.append({"i": i})
+        log.append([{"i": i}])
     assert time.perf_counter() - started < 0.5  # never blocks the caller
     gate.set()
     assert log.flush()
@@ -350,6 +351,7 @@ def test_answers_equal_in_process_predictions_for_the_eval_set(trained, stable):
     assert [a["release_id"] for a in answers] == [r["release_id"] for r in trained.records]
     assert {a["model_version"] for a in answers} == {"1"}
     assert len({a["request_id"] for a in answers}) == len(answers)
+    TypeAdapter(list[Prediction]).validate_python(answers, strict=True)  # the documented shape
 
 
 @pytest.mark.parametrize(("case", "change", "field"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS])

@@ -14,17 +14,17 @@ import datetime as dt
 import hashlib
 import json
 import os
-import queue
 import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from slipway.config import Column, Impute, ModelConfig
@@ -152,14 +152,18 @@ def bento_model_tag(model: str, version: str) -> str:
 
 
 class Scorer:
-    """Scores validated records with the stable model and, in a rollout, the candidate."""
+    """Scores validated records with the stable model and, in a rollout, the candidate.
+
+    Each model is scored through :func:`probability_function`; every batch of predictions is
+    handed to ``log`` as one list of records.
+    """
 
     def __init__(
         self,
         config: ModelConfig,
         deployment: Deployment,
         models: dict[str, Any],
-        log: Callable[[dict[str, Any]], None] = lambda _record: None,
+        log: Callable[[list[dict[str, Any]]], None] = lambda _records: None,
     ) -> None:
         self.config = config
         self.deployment = deployment
@@ -171,91 +175,177 @@ class Scorer:
             for name in config.features
             if isinstance(config.columns[name].nulls, Impute)
         }
+        probe, _ = self._frame(_probe_rows(config))
+        self.probability = {v: probability_function(m, probe) for v, m in models.items()}
 
-    def _frame(self, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-        frame = pd.DataFrame(
-            {name: [row.get(name) for row in rows] for name in self.config.features},
-            dtype="float64",
-        )
-        for name, value in self.imputations.items():
-            frame[name] = frame[name].fillna(value)
-        return frame
+    def _frame(self, rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:
+        """The model's input, built column by column, and per row the features imputed."""
+        columns, imputed = {}, [[] for _ in rows]
+        for name in self.config.features:
+            values = np.array([row.get(name) for row in rows], dtype=np.float64)  # None: NaN
+            if name in self.imputations:
+                missing = np.isnan(values)
+                values[missing] = self.imputations[name]
+                for i in np.flatnonzero(missing).tolist():
+                    imputed[i].append(name)
+            columns[name] = values
+        return pd.DataFrame(columns, copy=False), imputed
 
-    def _score(self, version: str, rows: Sequence[dict[str, Any]]) -> list[tuple[bool, float]]:
-        if not rows:
-            return []
-        model = self.models[version]
-        frame = self._frame(rows)
-        probability = np.asarray(model.predict_proba(frame))[:, 1]
-        threshold = _fixed_threshold(model)
+    def _score(self, version: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Decisions and probabilities of the positive class for every row of ``frame``."""
+        probability = self.probability[version](frame)
+        threshold = _fixed_threshold(self.models[version])
         if threshold is not None:  # decide from the probabilities: one forest pass, not two
-            decision = probability >= threshold
-        else:
-            decision = np.asarray(model.predict(frame))
-        return [(bool(d), float(p)) for d, p in zip(decision, probability, strict=True)]
+            return probability >= threshold, probability
+        return np.asarray(self.models[version].predict(frame), dtype=bool), probability
 
-    def predict(self, records: Sequence[BaseModel | dict[str, Any]]) -> list[dict[str, Any]]:
-        """One answer per record, in order; every prediction is handed to the log."""
-        rows = [r.model_dump() if isinstance(r, BaseModel) else dict(r) for r in records]
+    def predict(self, records: Sequence[BaseModel | Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One answer per record, in order; the batch's predictions go to the log together."""
+        rows = [r.__dict__ if isinstance(r, BaseModel) else dict(r) for r in records]
         deploy = self.deployment
+        frame, imputed = self._frame(rows)
         routes = ["stable"] * len(rows)
-        if deploy.mode == "canary":
+        if deploy.mode == "canary" and deploy.candidate_version is not None:
             routes = [route(str(row[self.id_column]), deploy.canary_percent) for row in rows]
-        served: list[tuple[str, bool, float] | None] = [None] * len(rows)
-        for name, version in (
-            ("stable", deploy.stable_version),
-            ("canary", deploy.candidate_version),
-        ):
-            picked = [i for i, r in enumerate(routes) if r == name]
-            if version is None or not picked:
-                continue
-            for i, (decision, probability) in zip(
-                picked, self._score(version, [rows[i] for i in picked]), strict=True
-            ):
-                served[i] = (version, decision, probability)
-        shadow: list[tuple[bool, float]] = []
-        if deploy.mode == "shadow" and deploy.candidate_version is not None:
-            shadow = self._score(deploy.candidate_version, rows)
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        answers = []
-        for i, row in enumerate(rows):
-            version, decision, probability = served[i]  # type: ignore[misc]
-            imputed = [name for name in self.imputations if row.get(name) is None]
-            answer = {
+        versions = np.array(
+            [deploy.candidate_version if r == "canary" else deploy.stable_version for r in routes]
+        )
+        decisions, probabilities = np.zeros(len(rows), dtype=bool), np.zeros(len(rows))
+        for version in dict.fromkeys(versions.tolist()):
+            picked = versions == version
+            scored = frame if picked.all() else frame[picked]
+            decisions[picked], probabilities[picked] = self._score(version, scored)
+        answers = [
+            {
                 "release_id": str(row[self.id_column]),
                 "high_risk": decision,
                 "probability": probability,
                 "model_version": version,
-                "request_id": uuid.uuid4().hex,
-                "imputed": imputed,
+                "request_id": request_id,
+                "imputed": names,
             }
-            answers.append(answer)
-            self._log(now, row, answer, routes[i], served=True)
-            if shadow:
-                decision, probability = shadow[i]
-                shadowed = {**answer, "high_risk": decision, "probability": probability}
-                shadowed["model_version"] = deploy.candidate_version
-                self._log(now, row, shadowed, "shadow", served=False)
+            for row, decision, probability, version, request_id, names in zip(
+                rows,
+                decisions.tolist(),
+                probabilities.tolist(),
+                versions.tolist(),
+                _request_ids(len(rows)),
+                imputed,
+                strict=True,
+            )
+        ]
+        logged = self._records(rows, answers, routes, served=True)
+        if deploy.mode == "shadow" and deploy.candidate_version is not None:
+            decisions, probabilities = self._score(deploy.candidate_version, frame)
+            shadowed = [
+                {**a, "high_risk": d, "probability": p, "model_version": deploy.candidate_version}
+                for a, d, p in zip(answers, decisions.tolist(), probabilities.tolist(), strict=True)
+            ]
+            shadow = self._records(rows, shadowed, ["shadow"] * len(rows), served=False)
+            logged = [record for pair in zip(logged, shadow, strict=True) for record in pair]
+        with contextlib.suppress(Exception):  # logging must never fail a prediction
+            self.log(logged)
         return answers
 
-    def _log(self, now: str, row: dict, answer: dict, route_name: str, served: bool) -> None:
-        record = {
-            "timestamp": now,
-            "environment": self.deployment.environment,
-            "model": self.deployment.model,
-            "model_version": answer["model_version"],
-            "route": route_name,
-            "served": served,
-            "request_id": answer["request_id"],
-            "release_id": answer["release_id"],
-            "features": {
-                k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()
-            },
-            "imputed": answer["imputed"],
-            "output": {"high_risk": answer["high_risk"], "probability": answer["probability"]},
-        }
-        with contextlib.suppress(Exception):  # logging must never fail a prediction
-            self.log(record)
+    def _records(
+        self, rows: list[dict], answers: list[dict], routes: list[str], served: bool
+    ) -> list[dict[str, Any]]:
+        """The log records of one batch: what was asked, what was answered, by which route."""
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        environment, model = self.deployment.environment, self.deployment.model
+        return [
+            {
+                "timestamp": now,
+                "environment": environment,
+                "model": model,
+                "model_version": answer["model_version"],
+                "route": route_name,
+                "served": served,
+                "request_id": answer["request_id"],
+                "release_id": answer["release_id"],
+                "features": row,
+                "imputed": answer["imputed"],
+                "output": {"high_risk": answer["high_risk"], "probability": answer["probability"]},
+            }
+            for row, answer, route_name in zip(rows, answers, routes, strict=True)
+        ]
+
+
+def _request_ids(count: int) -> list[str]:
+    """``count`` random 128-bit ids as 32 hex digits, like ``uuid4().hex``, from one read."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
+def _probe_rows(config: ModelConfig) -> list[dict[str, Any]]:
+    """Rows spanning the contract: the example record, and every feature at its min and max."""
+    example = example_record(config)
+    rows = [example]
+    for name in config.features:
+        spec = config.columns[name]
+        for bound in (spec.min, spec.max):
+            if bound is not None:
+                rows.append({**example, name: bound})
+    return rows
+
+
+def probability_function(model: Any, probe: pd.DataFrame) -> Callable[[pd.DataFrame], np.ndarray]:
+    """``frame -> P(positive)`` for ``model``: its ``predict_proba``, or the same sum of trees.
+
+    scikit-learn's forests dispatch each tree through joblib with a configuration context and
+    warning filters around it, even with ``n_jobs=1``: for a few rows that costs ~10x the trees
+    themselves. For a fitted forest at the end of a pipeline (possibly inside a threshold
+    classifier) the function transforms the frame with the pipeline's other steps and adds up
+    ``tree_.predict`` in the forest's order, as scikit-learn does. It is used only when it
+    gives exactly ``predict_proba``'s answers on ``probe``; anything else is scored as is.
+    """
+
+    def predict_proba(frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(model.predict_proba(frame))[:, 1]
+
+    trees = _forest_trees(model)
+    if trees is None:
+        return predict_proba
+    head, forest = trees
+
+    def sum_of_trees(frame: pd.DataFrame) -> np.ndarray:
+        features = head.transform(frame) if head is not None else frame.to_numpy()
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != forest.n_features_in_ or not np.isfinite(x).all():
+            return predict_proba(frame)  # scikit-learn's checks and messages
+        total = np.zeros((len(x), forest.n_classes_))
+        for tree in forest.estimators_:
+            total += tree.tree_.predict(x)[:, : forest.n_classes_]
+        total /= len(forest.estimators_)
+        return total[:, 1]
+
+    try:
+        same = np.array_equal(sum_of_trees(probe), predict_proba(probe))
+    except Exception:
+        same = False
+    return sum_of_trees if same else predict_proba
+
+
+def _forest_trees(model: Any) -> tuple[Any, Any] | None:
+    """(the steps before the forest or None, the forest) of a binary forest pipeline."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.model_selection import FixedThresholdClassifier
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(model, FixedThresholdClassifier):
+        model = getattr(model, "estimator_", None)
+    head = None
+    if isinstance(model, Pipeline):
+        head = model[:-1] if len(model.steps) > 1 else None
+        model = model.steps[-1][1]
+    forest = model
+    if (
+        not isinstance(forest, RandomForestClassifier | ExtraTreesClassifier)
+        or getattr(forest, "n_outputs_", None) != 1
+        or len(getattr(forest, "classes_", [])) != 2
+    ):
+        return None
+    return head, forest
 
 
 def _fixed_threshold(model: Any) -> float | None:
@@ -278,25 +368,30 @@ def _fixed_threshold(model: Any) -> float | None:
 class PredictionLog:
     """Append JSON lines from a bounded queue on a background thread; rotate by size.
 
-    :meth:`append` never blocks and never raises: when the queue is full the record is dropped
-    and counted (``dropped``). The writer rotates ``predictions.jsonl`` to
+    :meth:`append` never blocks and never raises: when the records already waiting plus the
+    new batch would pass ``capacity``, the batch is dropped and its records counted in
+    ``dropped``. The writer rotates ``predictions.jsonl`` to
     ``predictions-<UTC time>-<n>.jsonl`` before it would pass ``max_bytes``, keeping ``keep``
-    old files.
+    old files. A write that fails is counted in ``errors`` and its records are lost.
     """
 
     FILENAME = "predictions.jsonl"
 
     def __init__(
-        self, directory: Path, max_bytes: int = 10 << 20, keep: int = 20, capacity: int = 10_000
+        self, directory: Path, max_bytes: int = 10 << 20, keep: int = 20, capacity: int = 20_000
     ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.keep = keep
+        self.capacity = capacity
         self.written = 0
         self.dropped = 0
         self.errors = 0
         self._rotations = 0
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=capacity)
+        self._pending = 0  # records queued or being written
+        self._batches: deque[Sequence[Mapping[str, Any]]] = deque()
+        self._stopping = False
+        self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -304,25 +399,30 @@ class PredictionLog:
     def path(self) -> Path:
         return self.directory / self.FILENAME
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Queue one record; drop and count it when the queue is full."""
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self.dropped += 1
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Queue one batch of records, one per prediction; drop and count it when full."""
+        with self._changed:
+            if self._stopping or self._pending + len(records) > self.capacity:
+                self.dropped += len(records)
+                return
+            self._pending += len(records)
+            self._batches.append(records)
+            self._changed.notify_all()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (tests and shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return not self._queue.unfinished_tasks
+        with self._changed:
+            while self._pending and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(left)
+            return not self._pending
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the writer."""
         self.flush(timeout)
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         self._thread.join(timeout)
 
     def stats(self) -> dict[str, Any]:
@@ -334,48 +434,50 @@ class PredictionLog:
         }
 
     def _run(self) -> None:
-        handle = None
+        handle: IO[bytes] | None = None
         while True:
-            record = self._queue.get()
+            with self._changed:
+                while not self._batches and not self._stopping:
+                    self._changed.wait()
+                if not self._batches:
+                    break
+                batches = list(self._batches)
+                self._batches.clear()
+            count = sum(len(batch) for batch in batches)
             try:
-                if record is None:
-                    if handle is not None:
-                        handle.close()
-                    return
-                batch = [record]
-                while len(batch) < 512:  # write what is already waiting in one go
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        self._queue.put(None)  # stop after this batch
-                        self._queue.task_done()
-                        break
-                    batch.append(more)
-                handle = self._write(handle, batch)
-                for _ in batch[1:]:
-                    self._queue.task_done()
+                lines = [_line(record) for batch in batches for record in batch]
+                handle = self._write(handle, lines)
+                self.written += count
             except Exception:
                 self.errors += 1
+                if handle is not None:
+                    with contextlib.suppress(Exception):
+                        handle.close()
                 handle = None
-            finally:
-                self._queue.task_done()
+            with self._changed:
+                self._pending -= count
+                self._changed.notify_all()
+        if handle is not None:
+            handle.close()
 
-    def _write(self, handle: Any, batch: list[dict[str, Any]]) -> Any:
-        for record in batch:
-            if handle is None or handle.closed:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                handle = self.path.open("a", encoding="utf-8")
-            line = json.dumps(record, default=str) + "\n"
-            if handle.tell() and handle.tell() + len(line) > self.max_bytes:
+    def _write(self, handle: IO[bytes] | None, lines: list[bytes]) -> IO[bytes]:
+        """Append ``lines``; rotate first whenever the next line would pass ``max_bytes``."""
+        if handle is None or handle.closed:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle = self.path.open("ab")
+        size = handle.tell()
+        chunk: list[bytes] = []
+        for line in lines:
+            if size and size + len(line) > self.max_bytes:
+                handle.write(b"".join(chunk))
                 handle.close()
                 self._rotate()
-                handle = self.path.open("a", encoding="utf-8")
-            handle.write(line)
-            self.written += 1
-        if handle is not None:
-            handle.flush()
+                handle = self.path.open("ab")
+                size, chunk = 0, []
+            chunk.append(line)
+            size += len(line)
+        handle.write(b"".join(chunk))
+        handle.flush()
         return handle
 
     def _rotate(self) -> None:
@@ -385,6 +487,11 @@ class PredictionLog:
         rotated = sorted(self.directory.glob("predictions-*.jsonl"))
         for old in rotated[: max(0, len(rotated) - self.keep)]:
             old.unlink(missing_ok=True)
+
+
+def _line(record: Mapping[str, Any]) -> bytes:
+    """One JSON line; dates as ISO strings, anything else unknown as its ``str``."""
+    return pydantic_core.to_json(record, serialize_unknown=True, fallback=str) + b"\n"
 
 
 def log_directory(environment: str) -> Path:

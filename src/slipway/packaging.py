@@ -247,8 +247,8 @@ def _build(context: Path, home: Path, bento_version: str, version: str, name: st
         SLIPWAY_CONFIG=str(context / "model" / "slipway.yaml"),
         PYTHONPATH=str(context / "src"),
     )
-    for name in ("SLIPWAY_ENV", "SLIPWAY_MANIFEST"):  # the Bento serves its pinned version
-        env.pop(name, None)
+    for variable in ("SLIPWAY_ENV", "SLIPWAY_MANIFEST"):  # the Bento serves its pinned version
+        env.pop(variable, None)
     try:
         done = subprocess.run(
             command,

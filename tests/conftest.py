@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,11 +88,16 @@ def openapi():
     return load_openapi(SPEC)
 
 
-@pytest.fixture
-def emulator(openapi):
-    """A fresh emulator per test; fails the test when any request or response did not validate."""
+def checked_emulator(openapi) -> Iterator[Emulator]:
+    """Serve an emulator, then fail when any request or response did not validate."""
     server = Emulator(*openapi).start()
     yield server
     server.stop()
     assert server.invalid == [], "requests that do not match GitHub's OpenAPI description"
     assert server.bad_responses == [], "emulator responses that do not match the description"
+
+
+@pytest.fixture
+def emulator(openapi):
+    """A fresh emulator per test."""
+    yield from checked_emulator(openapi)

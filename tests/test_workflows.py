@@ -24,7 +24,7 @@ from act_harness import (
     run_act,
     workflow_run_event,
 )
-from conftest import edit_config
+from conftest import checked_emulator, edit_config
 from github_emulator import TOKEN, Emulator
 from slipway.report import MARKER
 
@@ -44,11 +44,8 @@ def mlflow_uri(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gh(openapi):
-    server = Emulator(*openapi).start()
-    yield server
-    server.stop()
-    assert server.invalid == [], "requests that do not match GitHub's OpenAPI description"
-    assert server.bad_responses == [], "emulator responses that do not match the description"
+    """One emulator for the module's workflow runs."""
+    yield from checked_emulator(openapi)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -116,3 +117,59 @@ def test_actionlint_finds_nothing():
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Checking {len(WORKFLOWS)} workflow file(s)" in done.stdout, done.stdout
     assert "passed lint checks" in done.stdout, done.stdout
+
+
+FAKE_SLIPWAY = """#!/usr/bin/env python3
+import json, os, sys
+print(json.dumps({"args": sys.argv[1:], "token": os.environ.get("GITHUB_TOKEN")}))
+"""
+
+
+def _run_action_script(tmp_path: Path, name: str, inputs: dict[str, str]) -> dict:
+    """Run an action's script as the runner would, with `slipway` replaced by an echo."""
+    document = _load(REPO / "actions" / name / "action.yml")
+    [step] = [s for s in document["runs"]["steps"] if "run" in s]
+    values = {key: spec["default"] for key, spec in document["inputs"].items()} | inputs
+    env = {}
+    for key, expression in step["env"].items():
+        match = re.fullmatch(r"\$\{\{ inputs\.([\w-]+) \}\}", expression)
+        env[key] = values[match.group(1)] if match else expression
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "slipway").write_text(FAKE_SLIPWAY)
+    (bin_dir / "slipway").chmod(0o755)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    done = subprocess.run(
+        ["bash", "-c", step["run"]], env={**env, "PATH": path}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+DEFAULTS = ["--config", "model/slipway.yaml", "--out", ".slipway/out"]
+
+
+@pytest.mark.parametrize(
+    ("name", "inputs", "args"),
+    [
+        ("validate-data", {}, ["validate", *DEFAULTS]),
+        (
+            "validate-data",
+            {"files": "a.csv\n b c.csv", "as-of": "2026-01-31", "out-dir": "o"},
+            ["validate", *DEFAULTS[:3], "o", "--as-of", "2026-01-31", "a.csv", "b", "c.csv"],
+        ),
+        (
+            "train",
+            {"params": "n_estimators=200\n\n  max_depth=4 \n"},
+            ["train", *DEFAULTS, "--param", "n_estimators=200", "--param", "max_depth=4"],
+        ),
+        ("gate", {"version": "7"}, ["gate", *DEFAULTS, "--version", "7"]),
+        ("package", {}, ["package", *DEFAULTS]),
+        ("report", {}, ["report", *DEFAULTS[2:]]),
+        ("report", {"publish": "true", "token": "t0k"}, ["report", *DEFAULTS[2:], "--publish"]),
+    ],
+)
+def test_action_scripts_turn_inputs_into_arguments(tmp_path, name, inputs, args):
+    called = _run_action_script(tmp_path, name, inputs)
+    assert called["args"] == args
+    assert called["token"] == ("t0k" if inputs.get("publish") == "true" else None)

@@ -10,6 +10,7 @@ Models are referenced by exact tag (``release-risk:v3``), never ``latest``. The 
 is generated from the data contract in ``model/slipway.yaml`` (``SLIPWAY_CONFIG`` overrides).
 """
 
+import gc
 import json
 import os
 import sys
@@ -153,6 +154,10 @@ class ReleaseRisk:
         self.log = PredictionLog(LOG_DIR, max_bytes=LOG_MAX_BYTES)
         self.scorer = Scorer(CONFIG, DEPLOYMENT, self.loaded, self.log.append)
         _RUNNING["service"] = self
+        # The models and everything imported live as long as the worker: keep them out of the
+        # garbage collector's full passes, which otherwise walk ~300,000 objects (~0.2 s, on the
+        # event loop's time) every few dozen 1,000-row requests.
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return set(self.loaded) == {DEPLOYMENT.stable_version, DEPLOYMENT.candidate_version} - {

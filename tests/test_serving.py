@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -38,6 +39,7 @@ from slipway.serving import (
     PredictionLog,
     Scorer,
     example_record,
+    probability_function,
     record_model,
     records_from_frame,
     route,
@@ -174,6 +176,63 @@ def test_null_coverage_is_imputed_and_reported():
     assert [a["imputed"] for a in answers] == [["test_coverage"], []]
 
 
+def _pipeline(kind: str):
+    """A small fitted scikit-learn model of ``kind`` on six random features."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import FixedThresholdClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    rng = np.random.default_rng(7)
+    scales = [500, 50, 5, 30, 2, 0.3]
+    frame = pd.DataFrame(rng.normal(size=(300, 6)) * scales, columns=CONFIG.features)
+    labels = (frame["past_defects"] + rng.normal(size=len(frame)) > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=7, max_depth=4, random_state=0)
+    if kind == "multiclass forest":
+        labels = labels + (frame["code_changes"] > 0)
+    scaled = ColumnTransformer(
+        [
+            ("a", StandardScaler(), CONFIG.features[:4]),
+            ("b", StandardScaler(with_mean=False), CONFIG.features[4:]),
+        ]
+    )
+    models = {
+        "scaled forest in a threshold classifier": FixedThresholdClassifier(
+            Pipeline([("scale", scaled), ("model", forest)]), threshold=0.4
+        ),
+        "min-max scaled extra trees": Pipeline(
+            [
+                ("scale", ColumnTransformer([("n", MinMaxScaler(), CONFIG.features)])),
+                ("model", ExtraTreesClassifier(n_estimators=5, random_state=0)),
+            ]
+        ),
+        "bare forest": forest,
+        "multiclass forest": forest,
+        "logistic regression": Pipeline([("scale", scaled), ("model", LogisticRegression())]),
+    }
+    return models[kind].fit(frame, labels), frame
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        ("scaled forest in a threshold classifier", "sum_of_trees"),
+        ("min-max scaled extra trees", "sum_of_trees"),
+        ("bare forest", "sum_of_trees"),
+        ("multiclass forest", "predict_proba"),
+        ("logistic regression", "predict_proba"),
+    ],
+)
+def test_probability_function_gives_exactly_predict_proba(kind, path):
+    model, frame = _pipeline(kind)
+    probe = frame.head(20)
+    function = probability_function(model, probe)
+    assert function.__name__ == path
+    np.testing.assert_array_equal(function(frame), model.predict_proba(frame)[:, 1])
+
+
 def test_a_failing_log_never_fails_a_prediction():
     def broken(_records):
         raise OSError("disk full")
@@ -224,6 +283,16 @@ def test_log_drops_and_counts_when_full_without_blocking(tmp_path):
     assert log.written + log.dropped == 100
     assert log.dropped >= 89
     assert len(_lines(tmp_path)) == log.written
+
+
+def test_log_drops_a_batch_that_does_not_fit_and_counts_its_records(tmp_path):
+    log = PredictionLog(tmp_path, capacity=100)
+    log.append([{"i": i} for i in range(101)])
+    log.append([{"i": i} for i in range(100)])
+    assert log.flush()
+    log.close()
+    assert (log.written, log.dropped) == (100, 101)
+    assert [r["i"] for r in _lines(tmp_path)] == list(range(100))
 
 
 # --- the service, with models trained on a real registry -------------------------------------
@@ -333,6 +402,16 @@ def test_probes_and_metadata(stable):
     assert metadata["environment"] == "staging"
     assert metadata["model_digest"].startswith("sha256:")
     assert metadata["rollout"]["mode"] == "none"
+
+
+def test_the_trained_forests_are_scored_tree_by_tree_with_the_same_answers(trained):
+    scorer = Scorer(CONFIG, Deployment("staging", "release-risk", "1"), trained.models)
+    for version, model in trained.models.items():
+        assert scorer.probability[version].__name__ == "sum_of_trees"
+        np.testing.assert_array_equal(
+            scorer.probability[version](trained.features),
+            model.predict_proba(trained.features)[:, 1],
+        )
 
 
 def test_answers_equal_in_process_predictions_for_the_eval_set(trained, stable):

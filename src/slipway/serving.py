@@ -290,27 +290,28 @@ def _probe_rows(config: ModelConfig) -> list[dict[str, Any]]:
 
 
 def probability_function(model: Any, probe: pd.DataFrame) -> Callable[[pd.DataFrame], np.ndarray]:
-    """``frame -> P(positive)`` for ``model``: its ``predict_proba``, or the same sum of trees.
+    """``frame -> P(positive)`` for ``model``: its ``predict_proba``, or the same arithmetic.
 
-    scikit-learn's forests dispatch each tree through joblib with a configuration context and
-    warning filters around it, even with ``n_jobs=1``: for a few rows that costs ~10x the trees
-    themselves. For a fitted forest at the end of a pipeline (possibly inside a threshold
-    classifier) the function transforms the frame with the pipeline's other steps and adds up
-    ``tree_.predict`` in the forest's order, as scikit-learn does. It is used only when it
-    gives exactly ``predict_proba``'s answers on ``probe``; anything else is scored as is.
+    scikit-learn wraps every tree of a forest, and every transformer of a ColumnTransformer, in
+    a joblib call with a configuration context and warning filters, even with ``n_jobs=1``, and
+    checks the frame again at each step: for a few rows that costs ~10x the arithmetic. For a
+    binary forest at the end of a pipeline (possibly inside a threshold classifier) this
+    function scales the features as the pipeline's StandardScalers do, ``(x - mean_) /
+    scale_``, or else calls the steps' ``transform``, and adds up ``tree_.predict`` in the
+    forest's order, as scikit-learn does. It is used only when it gives exactly
+    ``predict_proba``'s answers on ``probe``; any other model is scored as is.
     """
 
     def predict_proba(frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(model.predict_proba(frame))[:, 1]
 
-    trees = _forest_trees(model)
-    if trees is None:
+    parts = _forest_parts(model)
+    if parts is None:
         return predict_proba
-    head, forest = trees
+    transform, forest = parts
 
     def sum_of_trees(frame: pd.DataFrame) -> np.ndarray:
-        features = head.transform(frame) if head is not None else frame.to_numpy()
-        x = np.ascontiguousarray(features, dtype=np.float32)
+        x = np.ascontiguousarray(transform(frame), dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != forest.n_features_in_ or not np.isfinite(x).all():
             return predict_proba(frame)  # scikit-learn's checks and messages
         total = np.zeros((len(x), forest.n_classes_))
@@ -326,26 +327,51 @@ def probability_function(model: Any, probe: pd.DataFrame) -> Callable[[pd.DataFr
     return sum_of_trees if same else predict_proba
 
 
-def _forest_trees(model: Any) -> tuple[Any, Any] | None:
-    """(the steps before the forest or None, the forest) of a binary forest pipeline."""
+def _forest_parts(model: Any) -> tuple[Callable[[pd.DataFrame], Any], Any] | None:
+    """(frame -> the forest's input, the forest) of a binary forest pipeline, else None."""
+    from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
     from sklearn.model_selection import FixedThresholdClassifier
     from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
 
     if isinstance(model, FixedThresholdClassifier):
         model = getattr(model, "estimator_", None)
-    head = None
-    if isinstance(model, Pipeline):
-        head = model[:-1] if len(model.steps) > 1 else None
-        model = model.steps[-1][1]
-    forest = model
+    steps = model.steps if isinstance(model, Pipeline) else [("model", model)]
+    forest = steps[-1][1]
     if (
         not isinstance(forest, RandomForestClassifier | ExtraTreesClassifier)
         or getattr(forest, "n_outputs_", None) != 1
         or len(getattr(forest, "classes_", [])) != 2
     ):
         return None
-    return head, forest
+    if len(steps) == 1:
+        return (lambda frame: frame.to_numpy()), forest
+    head = model[:-1]
+    transformer = steps[0][1] if len(steps) == 2 else None
+    scalers = [
+        (list(columns), scaler)
+        for _name, scaler, columns in getattr(transformer, "transformers_", [])
+        if scaler != "drop"
+    ]
+    if not isinstance(transformer, ColumnTransformer) or not all(
+        isinstance(scaler, StandardScaler) and all(isinstance(c, str) for c in columns)
+        for columns, scaler in scalers
+    ):
+        return head.transform, forest
+
+    def scale(frame: pd.DataFrame) -> np.ndarray:
+        blocks = []
+        for columns, scaler in scalers:
+            x = np.column_stack([frame[c].to_numpy(dtype=np.float64) for c in columns])
+            if scaler.with_mean:
+                x = x - scaler.mean_
+            if scaler.with_std:
+                x = x / scaler.scale_
+            blocks.append(x)
+        return np.hstack(blocks)
+
+    return scale, forest
 
 
 def _fixed_threshold(model: Any) -> float | None:

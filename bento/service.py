@@ -34,14 +34,13 @@ except ImportError:  # inside a built Bento the platform code is bundled under s
 
 from slipway.config import load_config  # noqa: E402
 from slipway.manifests import load_manifest  # noqa: E402
+from slipway.predlog import PredictionLog, log_directory  # noqa: E402
 from slipway.serving import (  # noqa: E402
     Deployment,
     Prediction,
-    PredictionLog,
     Scorer,
     bento_model_tag,
     example_record,
-    log_directory,
     record_model,
 )
 

@@ -33,13 +33,13 @@ from slipway.config import load_config
 from slipway.contract import prepare, read_dataset
 from slipway.manifests import Manifest, render_manifest
 from slipway.packaging import LOOPBACK
+from slipway.predlog import PredictionLog
+from slipway.scoring import probability_function
 from slipway.serving import (
     Deployment,
     Prediction,
-    PredictionLog,
     Scorer,
     example_record,
-    probability_function,
     record_model,
     records_from_frame,
     route,

@@ -28,8 +28,9 @@ import yaml
 from slipway.config import ModelConfig
 from slipway.errors import PackagingError, ServingError
 from slipway.fsutil import read_json, sha256_file, state_dir, write_json
+from slipway.predlog import log_directory
 from slipway.registry import Registry, default_tracking_uri
-from slipway.serving import bento_model_tag, log_directory
+from slipway.serving import bento_model_tag
 from slipway.training import Progress
 
 SCHEMA = "slipway.package/1"
@@ -43,6 +44,8 @@ SERVICE_MODULES = (
     "errors.py",
     "fsutil.py",
     "manifests.py",
+    "predlog.py",
+    "scoring.py",
     "serving.py",
 )
 

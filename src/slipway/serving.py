@@ -3,8 +3,9 @@
 - :func:`record_model` generates the request schema from the data contract in slipway.yaml;
 - :func:`route` sends a stable share of release ids to a canary;
 - :class:`Scorer` scores records with the stable (and candidate) model and builds the answers;
-- :class:`PredictionLog` appends every prediction to rotated JSONL files without ever failing
-  or blocking a request.
+- :func:`smoke` checks a running service.
+
+Scoring itself is in :mod:`slipway.scoring`, the prediction log in :mod:`slipway.predlog`.
 """
 
 from __future__ import annotations
@@ -14,22 +15,18 @@ import datetime as dt
 import hashlib
 import json
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from slipway.config import Column, Impute, ModelConfig
-from slipway.fsutil import state_dir
 from slipway.manifests import Manifest
+from slipway.scoring import fixed_threshold, probability_function
 
 MAX_ID_LENGTH = 200
 ROUTE_BUCKETS = 10_000
@@ -194,7 +191,7 @@ class Scorer:
     def _score(self, version: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Decisions and probabilities of the positive class for every row of ``frame``."""
         probability = self.probability[version](frame)
-        threshold = _fixed_threshold(self.models[version])
+        threshold = fixed_threshold(self.models[version])
         if threshold is not None:  # decide from the probabilities: one forest pass, not two
             return probability >= threshold, probability
         return np.asarray(self.models[version].predict(frame), dtype=bool), probability
@@ -287,245 +284,6 @@ def _probe_rows(config: ModelConfig) -> list[dict[str, Any]]:
             if bound is not None:
                 rows.append({**example, name: bound})
     return rows
-
-
-def probability_function(model: Any, probe: pd.DataFrame) -> Callable[[pd.DataFrame], np.ndarray]:
-    """``frame -> P(positive)`` for ``model``: its ``predict_proba``, or the same arithmetic.
-
-    scikit-learn wraps every tree of a forest, and every transformer of a ColumnTransformer, in
-    a joblib call with a configuration context and warning filters, even with ``n_jobs=1``, and
-    checks the frame again at each step: for a few rows that costs ~10x the arithmetic. For a
-    binary forest at the end of a pipeline (possibly inside a threshold classifier) this
-    function scales the features as the pipeline's StandardScalers do, ``(x - mean_) /
-    scale_``, or else calls the steps' ``transform``, and adds up ``tree_.predict`` in the
-    forest's order, as scikit-learn does. It is used only when it gives exactly
-    ``predict_proba``'s answers on ``probe``; any other model is scored as is.
-    """
-
-    def predict_proba(frame: pd.DataFrame) -> np.ndarray:
-        return np.asarray(model.predict_proba(frame))[:, 1]
-
-    parts = _forest_parts(model)
-    if parts is None:
-        return predict_proba
-    transform, forest = parts
-
-    def sum_of_trees(frame: pd.DataFrame) -> np.ndarray:
-        x = np.ascontiguousarray(transform(frame), dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != forest.n_features_in_ or not np.isfinite(x).all():
-            return predict_proba(frame)  # scikit-learn's checks and messages
-        total = np.zeros((len(x), forest.n_classes_))
-        for tree in forest.estimators_:
-            total += tree.tree_.predict(x)[:, : forest.n_classes_]
-        total /= len(forest.estimators_)
-        return total[:, 1]
-
-    try:
-        same = np.array_equal(sum_of_trees(probe), predict_proba(probe))
-    except Exception:
-        same = False
-    return sum_of_trees if same else predict_proba
-
-
-def _forest_parts(model: Any) -> tuple[Callable[[pd.DataFrame], Any], Any] | None:
-    """(frame -> the forest's input, the forest) of a binary forest pipeline, else None."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-    from sklearn.model_selection import FixedThresholdClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if isinstance(model, FixedThresholdClassifier):
-        model = getattr(model, "estimator_", None)
-    steps = model.steps if isinstance(model, Pipeline) else [("model", model)]
-    forest = steps[-1][1]
-    if (
-        not isinstance(forest, RandomForestClassifier | ExtraTreesClassifier)
-        or getattr(forest, "n_outputs_", None) != 1
-        or len(getattr(forest, "classes_", [])) != 2
-    ):
-        return None
-    if len(steps) == 1:
-        return (lambda frame: frame.to_numpy()), forest
-    head = model[:-1]
-    transformer = steps[0][1] if len(steps) == 2 else None
-    scalers = [
-        (list(columns), scaler)
-        for _name, scaler, columns in getattr(transformer, "transformers_", [])
-        if scaler != "drop"
-    ]
-    if not isinstance(transformer, ColumnTransformer) or not all(
-        isinstance(scaler, StandardScaler) and all(isinstance(c, str) for c in columns)
-        for columns, scaler in scalers
-    ):
-        return head.transform, forest
-
-    def scale(frame: pd.DataFrame) -> np.ndarray:
-        blocks = []
-        for columns, scaler in scalers:
-            x = np.column_stack([frame[c].to_numpy(dtype=np.float64) for c in columns])
-            if scaler.with_mean:
-                x = x - scaler.mean_
-            if scaler.with_std:
-                x = x / scaler.scale_
-            blocks.append(x)
-        return np.hstack(blocks)
-
-    return scale, forest
-
-
-def _fixed_threshold(model: Any) -> float | None:
-    """The threshold of a scikit-learn ``FixedThresholdClassifier`` on ``predict_proba``.
-
-    Its ``predict`` is ``predict_proba(X)[:, 1] >= threshold`` for classes ``[0, 1]``; anything
-    else returns None and is asked for ``predict``.
-    """
-    threshold = getattr(model, "threshold", None)
-    if (
-        isinstance(threshold, int | float)
-        and getattr(model, "response_method", None) == "predict_proba"
-        and getattr(model, "pos_label", None) in (None, 1)
-        and list(getattr(model, "classes_", [])) == [0, 1]
-    ):
-        return float(threshold)
-    return None
-
-
-class PredictionLog:
-    """Append JSON lines from a bounded queue on a background thread; rotate by size.
-
-    :meth:`append` never blocks and never raises: when the records already waiting plus the
-    new batch would pass ``capacity``, the batch is dropped and its records counted in
-    ``dropped``. The writer rotates ``predictions.jsonl`` to
-    ``predictions-<UTC time>-<n>.jsonl`` before it would pass ``max_bytes``, keeping ``keep``
-    old files. A write that fails is counted in ``errors`` and its records are lost.
-    """
-
-    FILENAME = "predictions.jsonl"
-
-    def __init__(
-        self, directory: Path, max_bytes: int = 10 << 20, keep: int = 20, capacity: int = 20_000
-    ) -> None:
-        self.directory = directory
-        self.max_bytes = max_bytes
-        self.keep = keep
-        self.capacity = capacity
-        self.written = 0
-        self.dropped = 0
-        self.errors = 0
-        self._rotations = 0
-        self._pending = 0  # records queued or being written
-        self._batches: deque[Sequence[Mapping[str, Any]]] = deque()
-        self._stopping = False
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
-
-    @property
-    def path(self) -> Path:
-        return self.directory / self.FILENAME
-
-    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Queue one batch of records, one per prediction; drop and count it when full."""
-        with self._changed:
-            if self._stopping or self._pending + len(records) > self.capacity:
-                self.dropped += len(records)
-                return
-            self._pending += len(records)
-            self._batches.append(records)
-            self._changed.notify_all()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued record is written (tests and shutdown)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self._pending and (left := deadline - time.monotonic()) > 0:
-                self._changed.wait(left)
-            return not self._pending
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the writer."""
-        self.flush(timeout)
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
-        self._thread.join(timeout)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "written": self.written,
-            "dropped": self.dropped,
-            "errors": self.errors,
-        }
-
-    def _run(self) -> None:
-        handle: IO[bytes] | None = None
-        while True:
-            with self._changed:
-                while not self._batches and not self._stopping:
-                    self._changed.wait()
-                if not self._batches:
-                    break
-                batches = list(self._batches)
-                self._batches.clear()
-            count = sum(len(batch) for batch in batches)
-            try:
-                lines = [_line(record) for batch in batches for record in batch]
-                handle = self._write(handle, lines)
-                self.written += count
-            except Exception:
-                self.errors += 1
-                if handle is not None:
-                    with contextlib.suppress(Exception):
-                        handle.close()
-                handle = None
-            with self._changed:
-                self._pending -= count
-                self._changed.notify_all()
-        if handle is not None:
-            handle.close()
-
-    def _write(self, handle: IO[bytes] | None, lines: list[bytes]) -> IO[bytes]:
-        """Append ``lines``; rotate first whenever the next line would pass ``max_bytes``."""
-        if handle is None or handle.closed:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle = self.path.open("ab")
-        size = handle.tell()
-        chunk: list[bytes] = []
-        for line in lines:
-            if size and size + len(line) > self.max_bytes:
-                handle.write(b"".join(chunk))
-                handle.close()
-                self._rotate()
-                handle = self.path.open("ab")
-                size, chunk = 0, []
-            chunk.append(line)
-            size += len(line)
-        handle.write(b"".join(chunk))
-        handle.flush()
-        return handle
-
-    def _rotate(self) -> None:
-        self._rotations += 1
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        self.path.rename(self.directory / f"predictions-{stamp}-{self._rotations:06d}.jsonl")
-        rotated = sorted(self.directory.glob("predictions-*.jsonl"))
-        for old in rotated[: max(0, len(rotated) - self.keep)]:
-            old.unlink(missing_ok=True)
-
-
-def _line(record: Mapping[str, Any]) -> bytes:
-    """One JSON line; dates as ISO strings, anything else unknown as its ``str``."""
-    return pydantic_core.to_json(record, serialize_unknown=True, fallback=str) + b"\n"
-
-
-def log_directory(environment: str) -> Path:
-    """``SLIPWAY_LOG_DIR`` when set, else ``$SLIPWAY_HOME/predictions/<environment>``."""
-    configured = os.environ.get("SLIPWAY_LOG_DIR", "").strip()
-    if configured:
-        return Path(configured)
-    return state_dir() / "predictions" / environment
 
 
 def records_from_frame(frame: pd.DataFrame, config: ModelConfig) -> list[dict[str, Any]]:

@@ -242,7 +242,8 @@ def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) ->
     from slipway.config import load_config
     from slipway.contract import prepare, read_dataset
     from slipway.manifests import Manifest, render_manifest
-    from slipway.serving import probability_function, records_from_frame
+    from slipway.scoring import probability_function
+    from slipway.serving import records_from_frame
 
     load_before = os.getloadavg()[0]
     home = Path(bench_env["SLIPWAY_HOME"])

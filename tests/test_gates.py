@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from slipway import gates
@@ -100,3 +101,24 @@ def test_fairness_stability_latency_and_overall():
     unsure = gates.Verdict("regression", "recall", gates.INCONCLUSIVE, 0, 0, 0, 0, (0, 0), "")
     assert gates.overall([stable, unsure], "warn") == gates.PASS
     assert gates.overall([stable, unsure], "fail") == gates.FAIL
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.9])
+def test_decisions_from_probabilities_equal_predict(threshold):
+    """The gate derives a threshold classifier's decisions from its probabilities (one pass
+    over the eval set): they must be what ``predict`` says, and other models ask ``predict``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    from slipway.gating import _decisions
+
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(rng.normal(size=(500, 3)), columns=["a", "b", "c"])
+    target = (features["a"] + rng.normal(size=500) > 0).astype(int)
+    for model in (
+        FixedThresholdClassifier(LogisticRegression(), threshold=threshold),
+        LogisticRegression(),
+    ):
+        model.fit(features, target)
+        proba = model.predict_proba(features)[:, 1]
+        np.testing.assert_array_equal(_decisions(model, features, proba), model.predict(features))

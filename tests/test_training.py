@@ -127,3 +127,58 @@ def test_default_registry_follows_slipway_home_set_after_import(tmp_path, monkey
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("SLIPWAY_HOME", str(tmp_path / "home"))
     assert default_tracking_uri() == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+
+
+def test_process_registry_answers_as_the_mlflow_registry_does(project, tracking_uri, tmp_path):
+    """The registry in a child process: same versions, same models, same errors."""
+    from slipway.registry import MlflowRegistry, ProcessRegistry
+
+    config = load_config(project)
+    registry = ProcessRegistry(tracking_uri)
+    try:
+        assert registry.alias(config.name, "production") is None
+        with pytest.raises(RegistryError, match="has no version 7"):
+            registry.get(config.name, "7")
+        document = train(config, registry, tmp_path / "out")  # the model crosses the pipe
+        registry.set_alias(config.name, "production", document["version"])
+        champion = registry.alias(config.name, "production")
+        loaded = registry.load(champion)
+    finally:
+        registry.close()
+    assert champion is not None
+    assert champion.version == document["version"] == "1"
+    assert champion.tags["slipway.eval_digest"] == document["tags"]["slipway.eval_digest"]
+    features, _ = prepare(read_dataset(project.parent / "data" / "eval.csv"), config)
+    direct = MlflowRegistry(tracking_uri)
+    np.testing.assert_array_equal(
+        loaded.predict_proba(features),
+        direct.load(direct.get(config.name, "1")).predict_proba(features),
+    )
+
+
+def test_pr_command_forks_its_registry_child(project, tracking_uri, tmp_path):
+    """The installed command (no MLflow imported, one thread) forks the registry's child:
+    the gate runs, the version is registered and tagged, and the command exits cleanly."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from slipway.registry import MlflowRegistry
+
+    out = tmp_path / "out"
+    command = ["pr", "--config", str(project), "--out", str(out), "--skip-package"]
+    done = subprocess.run(
+        [sys.executable, "-m", "slipway", *command],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["candidate"]["version"] == "1"
+    assert not gate["failed"], gate["gates"]
+    ref = MlflowRegistry(tracking_uri).get("release-risk", "1")
+    assert ref.tags["slipway.gate"] == gate["status"] == "pass"

@@ -40,10 +40,13 @@ def _config(args: argparse.Namespace):
     return config.with_params(overrides) if overrides else config
 
 
-def _registry():
-    from slipway.registry import MlflowRegistry  # deferred: MLflow import is slow
+def _registry(in_child: bool = False):
+    """The MLflow registry; with ``in_child``, run by a child process that imports MLflow
+    while this one works. Only for commands whose MLflow calls all go through the registry:
+    packaging calls MLflow itself."""
+    from slipway.registry import MlflowRegistry, ProcessRegistry  # deferred: MLflow is slow
 
-    return MlflowRegistry()
+    return ProcessRegistry() if in_child else MlflowRegistry()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -93,7 +96,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from slipway.training import train
 
-    document = train(_config(args), _registry(), args.out, progress)
+    registry = _registry(in_child=True)
+    try:
+        document = train(_config(args), registry, args.out, progress)
+    finally:
+        registry.close()
     print(f"registered {document['model']} version {document['version']} ({document['model_uri']})")
     _github_output(
         {
@@ -198,9 +205,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_pr(args: argparse.Namespace) -> int:
     from slipway.flows import run_pr
 
-    result = run_pr(
-        _config(args), _registry(), args.out, progress, package_step=not args.skip_package
-    )
+    registry = _registry(in_child=args.skip_package)
+    try:
+        result = run_pr(
+            _config(args), registry, args.out, progress, package_step=not args.skip_package
+        )
+    finally:
+        registry.close()
     print(result["markdown"])
     progress(f"outputs in {args.out}/ — report: {result['report']}")
     return 0 if result["status"] == "pass" else 1

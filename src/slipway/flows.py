@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +14,10 @@ from slipway.config import ModelConfig
 from slipway.datasets import split_paths, validate, write_lock
 from slipway.errors import SlipwayError
 from slipway.fsutil import write_json
-from slipway.gating import CHAMPION_ALIAS, run_gate
-from slipway.packaging import package
+from slipway.gating import CHAMPION_ALIAS, judge, load_champion, record
 from slipway.registry import Registry
 from slipway.report import write_report
-from slipway.training import Progress, train
+from slipway.training import Progress, fit_locked, register
 
 OUTPUTS = ("validation.json", "train.json", "gate.json", "package.json", "report.md")
 # The demo's first model: deliberately small, so the challenger has something to beat.
@@ -31,10 +33,14 @@ def run_pr(
 ) -> dict[str, Any]:
     """validate → train → gate → package → report; returns the step results and the status.
 
-    Only a version that passes its gate is packaged.
+    The steps overlap where they can: the production model loads while the data is checked
+    and the candidate fits, and the candidate is gated (in memory: the object MLflow is
+    serialising and checks by loading back) while the registry logs it. Only a version that
+    passes its gate is packaged.
     """
     for name in OUTPUTS:  # a report must never mix this run with an earlier one
         (out_dir / name).unlink(missing_ok=True)
+    champion = _in_background(load_champion, config, registry)
     progress("[1/5] validate")
     validation = validate(config)
     write_json(out_dir / "validation.json", validation)
@@ -42,11 +48,17 @@ def run_pr(
     try:
         if validation["passed"]:
             progress("[2/5] train")
-            result["train"] = train(config, registry, out_dir, progress)
+            fitted = fit_locked(config, progress)
+            registered = register(config, registry, fitted, out_dir, progress)
             progress("[3/5] gate")
-            result["gate"] = run_gate(config, registry, out_dir, progress=progress)
+            judgement = judge(config, fitted.model, champion.result, fitted.digests, progress)
+            result["train"] = registered()
+            candidate = registry.get(config.name, result["train"]["version"])
+            result["gate"] = record(config, registry, out_dir, candidate, judgement)
             result["status"] = result["gate"]["status"]
             if result["status"] == "pass" and package_step:
+                from slipway.packaging import package  # deferred: imports the serving stack
+
                 progress("[4/5] package")
                 version = result["train"]["version"]
                 result["package"] = package(config, registry, version, out_dir, progress)
@@ -54,6 +66,20 @@ def run_pr(
         progress("[5/5] report")
         result["report"], result["markdown"] = write_report(out_dir)
     return result
+
+
+def _in_background(function: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run ``function`` on a daemon thread (one a failed run need not wait for)."""
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=function.__name__, daemon=True).start()
+    return future
 
 
 def ensure_demo_data(config: ModelConfig, progress: Progress) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from slipway import gates
 from slipway.config import ModelConfig
@@ -53,18 +56,73 @@ def _describe(ref: ModelRef, registry: Registry, metrics: dict, teams: dict) -> 
     }
 
 
-def run_gate(
+_PROBE_ROWS = 200
+
+
+def _decisions(model: Any, features: pd.DataFrame, proba: np.ndarray) -> np.ndarray:
+    """``model.predict(features)``, given ``proba`` (its positive-class probabilities).
+
+    scikit-learn's ``FixedThresholdClassifier`` on ``predict_proba`` with classes ``[0, 1]``
+    predicts ``proba >= threshold``: that is used when it matches ``predict`` on the first
+    rows, so the model runs once over the eval set instead of twice.
+    """
+    threshold = getattr(model, "threshold", None)
+    if (
+        isinstance(threshold, int | float)
+        and not isinstance(threshold, bool)
+        and getattr(model, "response_method", None) == "predict_proba"
+        and getattr(model, "pos_label", None) in (None, 1)
+        and list(getattr(model, "classes_", [])) == [0, 1]
+    ):
+        decisions = (proba >= threshold).astype(np.int64)
+        probe = model.predict(features.iloc[:_PROBE_ROWS])
+        if np.array_equal(probe, decisions[:_PROBE_ROWS]):
+            return decisions
+    return np.asarray(model.predict(features))
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The production version and its fitted model."""
+
+    ref: ModelRef
+    model: Any
+
+
+def load_champion(config: ModelConfig, registry: Registry) -> Champion | None:
+    """The version behind the production alias, loaded; None before the first promotion."""
+    ref = registry.alias(config.name, CHAMPION_ALIAS)
+    return Champion(ref, registry.load(ref)) if ref is not None else None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Everything the gate decided about a candidate model, before it is recorded."""
+
+    status: str
+    verdicts: list[gates.Verdict]
+    metrics: dict[str, Any]
+    teams: dict[str, dict]
+    p95_ms: float
+    champion: Champion | None
+    champion_metrics: dict[str, Any] | None
+    champion_teams: dict[str, dict]
+    eval: dict[str, Any]
+
+
+def judge(
     config: ModelConfig,
-    registry: Registry,
-    out_dir: Path,
-    version: str | None = None,
+    model: Any,
+    champion: Callable[[], Champion | None],
+    digests: dict[str, str],
     progress: Progress = lambda _message: None,
-) -> dict[str, Any]:
-    """Evaluate, judge, tag the candidate with the verdict and write ``gate.json``."""
+) -> Judgement:
+    """Score ``model`` and the champion on the eval set and run every gate.
+
+    ``champion`` is called once the candidate is scored, so a champion still loading in
+    the background has until then.
+    """
     rules = config.gates
-    digests = check_lock(config)
-    candidate = registry.get(config.name, candidate_version(out_dir, version))
-    champion = registry.alias(config.name, CHAMPION_ALIAS)
     frame = read_dataset(split_paths(config)["eval"])
     features, y = prepare(frame, config)
     groups = (
@@ -73,21 +131,22 @@ def run_gate(
         else None
     )
 
-    def score(ref: ModelRef) -> tuple[Any, Scores]:
-        model = registry.load(ref)
-        return model, Scores(model.predict_proba(features)[:, 1], model.predict(features))
+    def score(fitted: Any) -> Scores:
+        proba = fitted.predict_proba(features)[:, 1]
+        return Scores(proba, _decisions(fitted, features, proba))
 
-    progress(f"scoring {config.name} v{candidate.version} on {len(y)} eval rows")
-    cand_model, cand = score(candidate)
-    champ = None
-    if champion is not None:
-        progress(f"scoring production v{champion.version} on the same rows")
-        _, champ = score(champion)
+    progress(f"scoring {config.name} on {len(y)} eval rows")
+    cand = score(model)
     cand_metrics = point_metrics(y, cand)
-    champ_metrics = point_metrics(y, champ) if champ else None
-    min_pos = rules.fairness.min_positives
     cand_teams = group_recall(y, cand.pred, groups) if groups is not None else {}
+    champ = None
+    production = champion()
+    if production is not None:
+        progress(f"scoring production v{production.ref.version} on the same rows")
+        champ = score(production.model)
+    champ_metrics = point_metrics(y, champ) if champ else None
     champ_teams = group_recall(y, champ.pred, groups) if groups is not None and champ else {}
+    min_pos = rules.fairness.min_positives
 
     progress(f"paired bootstrap: {rules.regression.resamples} resamples")
     samples = bootstrap(
@@ -100,10 +159,10 @@ def run_gate(
         min_positives=min_pos,
     )
     progress(f"timing {rules.latency.calls} single-row predictions")
-    cand_ms = gates.measure_latency(cand_model, features, rules.latency.calls)
+    cand_ms = gates.measure_latency(model, features, rules.latency.calls)
     # Production's own figure, recorded when it was gated, is the baseline: timing it again
     # would double the cost of this step.
-    champ_p95 = champion.tags.get(P95_TAG) if champion else None
+    champ_p95 = production.ref.tags.get(P95_TAG) if production else None
 
     confidence = rules.regression.confidence
     flip_rate = float(np.mean(cand.pred != champ.pred)) if champ else None
@@ -122,36 +181,80 @@ def run_gate(
             rules, cand_ms, float(champ_p95) if champ_p95 else None, config.training.seed
         ),
     ]
-    status = gates.overall(verdicts, rules.regression.on_inconclusive)
+    return Judgement(
+        status=gates.overall(verdicts, rules.regression.on_inconclusive),
+        verdicts=verdicts,
+        metrics=cand_metrics,
+        teams=cand_teams,
+        p95_ms=float(np.percentile(cand_ms, 95)),
+        champion=production,
+        champion_metrics=champ_metrics,
+        champion_teams=champ_teams,
+        eval={"rows": len(y), "positives": int(y.sum()), "sha256": digests["eval"]},
+    )
+
+
+def record(
+    config: ModelConfig,
+    registry: Registry,
+    out_dir: Path,
+    candidate: ModelRef,
+    judgement: Judgement,
+) -> dict[str, Any]:
+    """Log the eval metrics to the candidate's run, tag it with the verdict, write ``gate.json``."""
+    verdicts, champion = judgement.verdicts, judgement.champion
     document = {
         "schema": SCHEMA,
         "model": config.name,
-        "status": status,
+        "status": judgement.status,
         "failed": [f"{v.gate}:{v.metric}" for v in verdicts if v.status == gates.FAIL],
         "inconclusive": [
             f"{v.gate}:{v.metric}" for v in verdicts if v.status == gates.INCONCLUSIVE
         ],
-        "candidate": _describe(candidate, registry, cand_metrics, cand_teams),
-        "champion": _describe(champion, registry, champ_metrics, champ_teams) if champion else None,
-        "eval": {"rows": len(y), "positives": int(y.sum()), "sha256": digests["eval"]},
-        "bootstrap": {"resamples": rules.regression.resamples, "confidence": confidence},
+        "candidate": _describe(candidate, registry, judgement.metrics, judgement.teams),
+        "champion": (
+            _describe(champion.ref, registry, judgement.champion_metrics, judgement.champion_teams)
+            if champion
+            else None
+        ),
+        "eval": judgement.eval,
+        "bootstrap": {
+            "resamples": config.gates.regression.resamples,
+            "confidence": config.gates.regression.confidence,
+        },
         "gates": [gates.to_dict(v) for v in verdicts],
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if candidate.run_id:
         registry.log_metrics(
             candidate.run_id,
-            {f"eval_{k}": v for k, v in cand_metrics.items() if k != "confusion_matrix"},
+            {f"eval_{k}": v for k, v in judgement.metrics.items() if k != "confusion_matrix"},
         )
     registry.tag(
         config.name,
         candidate.version,
         {
-            "slipway.gate": status,
-            "slipway.gate_eval_digest": digests["eval"],
-            "slipway.gate_champion": champion.version if champion else "none",
-            P95_TAG: f"{np.percentile(cand_ms, 95):.3f}",
+            "slipway.gate": judgement.status,
+            "slipway.gate_eval_digest": judgement.eval["sha256"],
+            "slipway.gate_champion": champion.ref.version if champion else "none",
+            P95_TAG: f"{judgement.p95_ms:.3f}",
         },
     )
     write_json(out_dir / "gate.json", document)
     return document
+
+
+def run_gate(
+    config: ModelConfig,
+    registry: Registry,
+    out_dir: Path,
+    version: str | None = None,
+    progress: Progress = lambda _message: None,
+) -> dict[str, Any]:
+    """Evaluate, judge, tag the candidate with the verdict and write ``gate.json``."""
+    digests = check_lock(config)
+    candidate = registry.get(config.name, candidate_version(out_dir, version))
+    champion = load_champion(config, registry)
+    progress(f"loading {config.name} v{candidate.version}")
+    judgement = judge(config, registry.load(candidate), lambda: champion, digests, progress)
+    return record(config, registry, out_dir, candidate, judgement)

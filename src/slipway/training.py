@@ -9,11 +9,13 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from slipway.config import ModelConfig
 from slipway.contract import prepare, read_dataset
@@ -95,6 +97,85 @@ def pr_number() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A model fitted on the locked training data, not yet logged."""
+
+    model: Any
+    features: pd.DataFrame
+    target: np.ndarray
+    digests: dict[str, str]
+
+
+def fit_locked(config: ModelConfig, progress: Progress = lambda _message: None) -> Fitted:
+    """Check the lock, read the training set and fit the pipeline."""
+    digests = check_lock(config)
+    paths = split_paths(config)
+    progress(f"reading {paths['train']}")
+    features, target = prepare(read_dataset(paths["train"]), config)
+    progress(f"fitting on {len(target)} rows (seed {config.training.seed})")
+    return Fitted(fit(config, features, target), features, target, digests)
+
+
+def register(
+    config: ModelConfig,
+    registry: Registry,
+    fitted: Fitted,
+    out_dir: Path,
+    progress: Progress = lambda _message: None,
+) -> Callable[[], dict[str, Any]]:
+    """Start logging ``fitted`` to MLflow and registering it as a new version.
+
+    Returns a function that waits for the version, writes ``train.json`` and returns it, so
+    a caller can gate the model while a registry that works in the background logs it.
+    """
+    commit = git_commit(config.root)
+    number = pr_number()
+    tags = {
+        "slipway.git_commit": commit,
+        "slipway.data_digest": fitted.digests["train"],
+        "slipway.eval_digest": fitted.digests["eval"],
+        "slipway.schema_version": str(config.schema_version),
+    }
+    if number:
+        tags["slipway.pr_number"] = number
+    progress(f"logging to MLflow at {registry.tracking_uri}")
+    params = {"seed": config.training.seed, **config.training.params}
+    pending = registry.submit_log_and_register(
+        config.name,
+        fitted.model,
+        fitted.features,
+        params,
+        {
+            "train_rows": float(len(fitted.target)),
+            "train_positive_share": float(fitted.target.mean()),
+        },
+        tags,
+    )
+
+    def finish() -> dict[str, Any]:
+        ref = pending.result()
+        progress(f"registered {config.name} version {ref.version}")
+        document = {
+            "schema": SCHEMA,
+            "model": config.name,
+            "version": ref.version,
+            "model_uri": ref.uri,
+            "run_id": ref.run_id,
+            "run_url": registry.run_url(ref.run_id),
+            "tracking_uri": registry.tracking_uri,
+            "params": params,
+            "tags": tags,
+            "train_rows": len(fitted.target),
+            "python": sys.version.split()[0],
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        write_json(out_dir / "train.json", document)
+        return document
+
+    return finish
+
+
 def train(
     config: ModelConfig,
     registry: Registry,
@@ -102,49 +183,4 @@ def train(
     progress: Progress = lambda _message: None,
 ) -> dict[str, Any]:
     """Check the lock, fit, log everything to MLflow, register a version; write ``train.json``."""
-    digests = check_lock(config)
-    paths = split_paths(config)
-    progress(f"reading {paths['train']}")
-    train_features, train_target = prepare(read_dataset(paths["train"]), config)
-    progress(f"fitting on {len(train_target)} rows (seed {config.training.seed})")
-    model = fit(config, train_features, train_target)
-    commit = git_commit(config.root)
-    number = pr_number()
-    tags = {
-        "slipway.git_commit": commit,
-        "slipway.data_digest": digests["train"],
-        "slipway.eval_digest": digests["eval"],
-        "slipway.schema_version": str(config.schema_version),
-    }
-    if number:
-        tags["slipway.pr_number"] = number
-    progress(f"logging to MLflow at {registry.tracking_uri}")
-    params = {"seed": config.training.seed, **config.training.params}
-    ref = registry.log_and_register(
-        config.name,
-        model,
-        train_features,
-        params,
-        {
-            "train_rows": float(len(train_target)),
-            "train_positive_share": float(train_target.mean()),
-        },
-        tags,
-    )
-    progress(f"registered {config.name} version {ref.version}")
-    document = {
-        "schema": SCHEMA,
-        "model": config.name,
-        "version": ref.version,
-        "model_uri": ref.uri,
-        "run_id": ref.run_id,
-        "run_url": registry.run_url(ref.run_id),
-        "tracking_uri": registry.tracking_uri,
-        "params": params,
-        "tags": tags,
-        "train_rows": len(train_target),
-        "python": sys.version.split()[0],
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    write_json(out_dir / "train.json", document)
-    return document
+    return register(config, registry, fit_locked(config, progress), out_dir, progress)()

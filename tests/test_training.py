@@ -131,7 +131,8 @@ def test_default_registry_follows_slipway_home_set_after_import(tmp_path, monkey
 
 def test_process_registry_answers_as_the_mlflow_registry_does(project, tracking_uri, tmp_path):
     """The registry in a child process: same versions, same models, same errors."""
-    from slipway.registry import MlflowRegistry, ProcessRegistry
+    from slipway.registry import MlflowRegistry
+    from slipway.registry_process import ProcessRegistry
 
     config = load_config(project)
     registry = ProcessRegistry(tracking_uri)

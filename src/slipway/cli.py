@@ -44,7 +44,8 @@ def _registry(in_child: bool = False):
     """The MLflow registry; with ``in_child``, run by a child process that imports MLflow
     while this one works. Only for commands whose MLflow calls all go through the registry:
     packaging calls MLflow itself."""
-    from slipway.registry import MlflowRegistry, ProcessRegistry  # deferred: MLflow is slow
+    from slipway.registry import MlflowRegistry
+    from slipway.registry_process import ProcessRegistry  # deferred: MLflow is slow
 
     return ProcessRegistry() if in_child else MlflowRegistry()
 

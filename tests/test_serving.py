@@ -32,9 +32,9 @@ from slipway.cli import main
 from slipway.config import load_config
 from slipway.contract import prepare, read_dataset
 from slipway.manifests import Manifest, render_manifest
-from slipway.packaging import LOOPBACK
 from slipway.predlog import PredictionLog
 from slipway.scoring import probability_function
+from slipway.servers import LOOPBACK
 from slipway.serving import (
     Deployment,
     Prediction,

@@ -142,7 +142,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from slipway.manifests import manifest_path
-    from slipway.packaging import start_server, stop_server
+    from slipway.servers import start_server, stop_server
 
     path = manifest_path(args.environment, args.environments)
     if args.stop:

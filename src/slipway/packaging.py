@@ -12,11 +12,9 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,9 +24,8 @@ from typing import Any
 import yaml
 
 from slipway.config import ModelConfig
-from slipway.errors import PackagingError, ServingError
+from slipway.errors import PackagingError
 from slipway.fsutil import read_json, sha256_file, state_dir, write_json
-from slipway.predlog import log_directory
 from slipway.registry import Registry, default_tracking_uri
 from slipway.serving import bento_model_tag
 from slipway.training import Progress
@@ -278,172 +275,3 @@ def packaged_version(out_dir: Path) -> str | None:
     """The version in ``OUT/train.json``, the default for ``slipway package``."""
     path = out_dir / "train.json"
     return str(read_json(path)["version"]) if path.is_file() else None
-
-
-DEFAULT_PORTS = {"staging": 3000, "production": 3001}
-LOOPBACK = "http://127.0.0.1"  # servers listen on loopback only
-READY_TIMEOUT_S = 90.0
-_STARTED: dict[int, subprocess.Popen] = {}  # servers this process started, to reap on stop
-
-
-def server_state(environment: str) -> Path:
-    """Where ``slipway serve`` records the PID, URL and log of an environment's server."""
-    return state_dir() / "serve" / f"{environment}.json"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def start_server(
-    config: ModelConfig,
-    registry: Registry,
-    manifest_file: Path,
-    config_path: Path,
-    port: int | None = None,
-    timeout: float = READY_TIMEOUT_S,
-    progress: Progress = lambda _m: None,
-) -> dict[str, Any]:
-    """``bentoml serve`` the environment's manifest on 127.0.0.1; wait for ``/readyz``.
-
-    The versions the manifest names are imported into the BentoML store first (reused when
-    present). The server's PID, URL and log file are recorded in :func:`server_state`.
-    """
-    import requests
-
-    from slipway.manifests import load_manifest
-
-    manifest = load_manifest(manifest_file)
-    environment = manifest.environment
-    if manifest.version is None:
-        raise ServingError(
-            f"{manifest_file} deploys nothing yet (version: null)",
-            f"set `version:` in {manifest_file} to a packaged version (slipway package)",
-        )
-    if manifest.model != config.name:
-        raise ServingError(
-            f"{manifest_file} deploys {manifest.model}, but the model project is {config.name}",
-            "fix `model:` in the manifest or pass the right --config",
-        )
-    state = server_state(environment)
-    if state.is_file():
-        running = read_json(state)
-        if _alive(int(running["pid"])):
-            raise ServingError(
-                f"{environment} is already served at {running['url']} (pid {running['pid']})",
-                f"stop it first: slipway serve {environment} --stop",
-            )
-    for version in manifest.versions():
-        import_model(config, registry, str(version), progress)
-    port = port or DEFAULT_PORTS.get(environment, 3000)
-    url = f"{LOOPBACK}:{port}"
-    log = state.with_suffix(".log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = bentoml_env(
-        bentoml_home(registry.tracking_uri),
-        SLIPWAY_ENV=environment,
-        SLIPWAY_MANIFEST=str(manifest_file.resolve()),
-        SLIPWAY_CONFIG=str(config_path.resolve()),
-    )
-    env.setdefault("SLIPWAY_LOG_DIR", str(log_directory(environment)))
-    command = [
-        bentoml_executable(),
-        "serve",
-        "bento.service:ReleaseRisk",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--working-dir",
-        str(REPO_ROOT),
-    ]
-    progress(f"starting {environment} v{manifest.version} on {url} (log: {log})")
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: --stop ends the workers too
-        )
-    _STARTED[process.pid] = process
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServingError(
-                f"bentoml serve exited with code {process.returncode}:\n{_tail(log)}",
-                f"read {log}",
-            )
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    else:
-        _stop_pid(process.pid)
-        raise ServingError(
-            f"{environment} was not ready within {timeout:.0f} s:\n{_tail(log)}", f"read {log}"
-        )
-    document = {
-        "environment": environment,
-        "pid": process.pid,
-        "url": url,
-        "version": str(manifest.version),
-        "rollout": manifest.rollout.model_dump(),
-        "log": str(log),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    write_json(state, document)
-    return document
-
-
-def stop_server(environment: str) -> dict[str, Any] | None:
-    """Stop the server ``slipway serve`` recorded for ``environment``; None when none runs."""
-    state = server_state(environment)
-    if not state.is_file():
-        return None
-    running = read_json(state)
-    _stop_pid(int(running["pid"]))
-    state.unlink(missing_ok=True)
-    return running
-
-
-def _stop_pid(pid: int, grace: float = 15.0) -> None:
-    """SIGTERM the server's process group (it was started in its own), SIGKILL after ``grace``."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    started = _STARTED.pop(pid, None)
-    if started is not None:  # started by this process: wait() reaps it
-        try:
-            started.wait(grace)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    else:
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if not _alive(pid):
-            return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    if started is not None:
-        started.wait(5)
-
-
-def _tail(log: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

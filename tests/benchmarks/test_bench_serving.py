@@ -37,7 +37,7 @@ import pytest
 import requests
 from benchlib import MODEL_DIR, model_project, report
 
-from slipway.packaging import LOOPBACK
+from slipway.servers import LOOPBACK
 
 CONNECTIONS = 8
 WARM_UP_S = 3

@@ -122,3 +122,23 @@ def test_decisions_from_probabilities_equal_predict(threshold):
         model.fit(features, target)
         proba = model.predict_proba(features)[:, 1]
         np.testing.assert_array_equal(_decisions(model, features, proba), model.predict(features))
+
+
+@pytest.mark.parametrize("kind", ["forest", "logistic"])
+def test_measure_latency_times_each_call_through_the_serving_path(kind):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from slipway.gates import measure_latency
+
+    rng = np.random.default_rng(3)
+    features = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
+    target = (features["a"] + rng.normal(size=300) > 0).astype(int)
+    model = (
+        RandomForestClassifier(n_estimators=5, random_state=0)
+        if kind == "forest"
+        else LogisticRegression()
+    ).fit(features, target)
+    timings = measure_latency(model, features, calls=7)
+    assert timings.shape == (7,)
+    assert (timings > 0).all()

@@ -183,13 +183,20 @@ def stability(gates: Gates, flip_rate: float | None, samples: dict, confidence: 
 
 
 def measure_latency(model: Any, features: pd.DataFrame, calls: int) -> np.ndarray:
-    """Milliseconds of ``calls`` single-row ``predict_proba`` calls on eval rows."""
+    """Milliseconds of ``calls`` single-row scorings of eval rows, the way the service scores.
+
+    The service scores through :func:`slipway.scoring.probability_function` (a forest's trees
+    summed directly when that gives exactly ``predict_proba``'s answers), so that is what is timed.
+    """
+    from slipway.scoring import probability_function
+
+    score = probability_function(model, features.head(200))
     rows = [features.iloc[[i % len(features)]] for i in range(calls)]
-    model.predict_proba(rows[0])  # warm-up
+    score(rows[0])  # warm-up
     timings = np.empty(calls)
     for i, row in enumerate(rows):
         start = time.perf_counter()
-        model.predict_proba(row)
+        score(row)
         timings[i] = (time.perf_counter() - start) * 1000
     return timings
 

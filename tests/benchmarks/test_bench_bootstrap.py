@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from benchlib import best_of, load_simulate, report, timed
+from benchlib import MODEL_DIR, best_of, load_simulate, report, timed
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score, roc_auc_score
 
+from slipway.config import load_config
 from slipway.evaluation import Scores, bootstrap
 
 ROWS = 20_000
@@ -20,14 +21,7 @@ RESAMPLES = 2_000
 NAIVE_RESAMPLES = 200
 TARGET_S = 1.0
 THRESHOLD = 0.4
-FEATURES = [
-    "code_changes",
-    "files_modified",
-    "past_defects",
-    "test_coverage",
-    "release_frequency",
-    "historical_failure_rate",
-]
+FEATURES = load_config(MODEL_DIR / "slipway.yaml").features
 
 
 def _features(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import pytest
 import requests
 from benchlib import MODEL_DIR, model_project, report
 
+from act_harness import free_port
 from slipway.servers import LOOPBACK
 
 CONNECTIONS = 8
@@ -94,12 +94,6 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
         f"{' '.join(command)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
     )
     return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:
@@ -297,7 +291,7 @@ def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) ->
     # (a) MLflow's scoring server.
     mlflow_dir = tmp_path / "bench-mlflow"
     mlflow_dir.mkdir()
-    with _mlflow_server(_free_port(), env, mlflow_dir / "server.log") as url:
+    with _mlflow_server(free_port(), env, mlflow_dir / "server.log") as url:
         invocations = f"{url}/invocations"
         mlflow_labels = []
         for body in mlflow_bodies[:5]:
@@ -311,7 +305,7 @@ def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) ->
     # (b) and (c) Slipway's service, served from the manifest.
     slipway_dir = tmp_path / "bench-slipway"
     slipway_dir.mkdir()
-    with _slipway_server(_free_port(), config_path, environments, home, env) as url:
+    with _slipway_server(free_port(), config_path, environments, home, env) as url:
         predict = f"{url}/predict"
         answers = []
         for body in slipway_bodies[:5]:

@@ -23,6 +23,7 @@ from slipway.manifests import (
     update_manifest,
 )
 from slipway.packaging import SERVICE_MODULES
+from slipway.registry import SERIALIZATION_FORMAT
 from slipway.training import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,11 +148,13 @@ def test_package_builds_a_bento_once_and_reuses_it(
     assert (bentos[0] / "bento.yaml").stat().st_mtime_ns == built
     assert len(_bento_dirs(home)) == 1
 
-    # The stored model is MLflow's skops file; it loads and predicts like the registry's.
+    # The stored model is the MLflow model as logged; it loads and predicts like the registry's.
     import mlflow.sklearn
 
     stored = home / "models" / "release-risk" / "v1" / "mlflow"
-    assert any(p.suffix == ".skops" for p in stored.rglob("*"))
+    flavor = yaml.safe_load((stored / "MLmodel").read_text())["flavors"]["sklearn"]
+    assert flavor["serialization_format"] == SERIALIZATION_FORMAT
+    assert (stored / flavor["pickled_model"]).is_file()
     features, _ = prepare(read_dataset(project.parent / "data" / "eval.csv"), config)
     expected = registry.load(registry.get(config.name, "1")).predict_proba(features)
     np.testing.assert_array_equal(

@@ -40,14 +40,15 @@ def _config(args: argparse.Namespace):
     return config.with_params(overrides) if overrides else config
 
 
-def _registry(in_child: bool = False):
+def _registry(in_child: bool = False, logs_models: bool = False):
     """The MLflow registry; with ``in_child``, run by a child process that imports MLflow
     while this one works. Only for commands whose MLflow calls all go through the registry:
-    packaging calls MLflow itself."""
+    packaging calls MLflow itself. ``logs_models`` for commands that train."""
     from slipway.registry import MlflowRegistry
     from slipway.registry_process import ProcessRegistry  # deferred: MLflow is slow
 
-    return ProcessRegistry() if in_child else MlflowRegistry()
+    kind = ProcessRegistry if in_child else MlflowRegistry
+    return kind(logs_models=logs_models)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -97,7 +98,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from slipway.training import train
 
-    registry = _registry(in_child=True)
+    registry = _registry(in_child=True, logs_models=True)
     try:
         document = train(_config(args), registry, args.out, progress)
     finally:
@@ -114,9 +115,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from slipway.gating import run_gate
+    registry = _registry(in_child=True)  # MLflow loads in the child while gating imports
+    try:
+        from slipway.gating import run_gate
 
-    document = run_gate(_config(args), _registry(), args.out, args.version, progress)
+        document = run_gate(_config(args), registry, args.out, args.version, progress)
+    finally:
+        registry.close()
     for g in document["gates"]:
         print(f"{g['status']:>12}  {g['gate']}:{g['metric']}  {g['reason']}")
     print(f"gate {document['status']} for version {document['candidate']['version']}")
@@ -206,7 +211,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_pr(args: argparse.Namespace) -> int:
     from slipway.flows import run_pr
 
-    registry = _registry(in_child=args.skip_package)
+    registry = _registry(in_child=args.skip_package, logs_models=True)
     try:
         result = run_pr(
             _config(args), registry, args.out, progress, package_step=not args.skip_package
@@ -221,7 +226,7 @@ def cmd_pr(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from slipway.flows import run_demo
 
-    result = run_demo(_config(args), _registry(), args.out, progress)
+    result = run_demo(_config(args), _registry(logs_models=True), args.out, progress)
     print(result["markdown"])
     progress(f"demo done — challenger report: {result['report']}")
     return 0

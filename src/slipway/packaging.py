@@ -105,7 +105,7 @@ def import_model(
 ) -> dict[str, Any]:
     """Copy a registered version into the BentoML store under its exact tag (idempotent).
 
-    The MLflow model is loaded once before it is stored, so a version whose skops file cannot
+    The MLflow model is loaded once before it is stored, so a version whose model file cannot
     be loaded is refused here rather than at serving time.
     """
     home = bentoml_home(registry.tracking_uri)

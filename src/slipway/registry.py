@@ -28,6 +28,16 @@ except ImportError:  # Windows: no lock; open one registry at a time
 
 
 PREFLIGHT_TIMEOUT_S = 5.0
+# Models are saved with cloudpickle, not MLflow's default skops: importing skops costs every
+# process that saves or loads a model about 1.5 s of CPU, and its allow-list of trusted types
+# is read from the model's own MLmodel file, so it stops nothing that can write to the registry.
+# The registry is trusted either way: Slipway loads models from nowhere else.
+SERIALIZATION_FORMAT = "cloudpickle"
+
+
+def _not_the_pickle_warning(record: logging.LogRecord) -> bool:
+    """Drop MLflow's warning on every pickle save; the choice is explained above."""
+    return not record.getMessage().startswith("Saving scikit-learn models in the pickle")
 
 
 @dataclass(frozen=True)
@@ -141,13 +151,17 @@ def _preflight(uri: str) -> None:
 class MlflowRegistry(Registry):
     """Registry backed by MLflow (SQLite file or tracking server)."""
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, logs_models: bool = True) -> None:
+        """``logs_models=False`` for callers that only read and tag versions: the
+        background connection then skips warming what logging a model needs."""
         self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.logs_models = logs_models
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         _preflight(self.tracking_uri)
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("mlflow.sklearn").addFilter(_not_the_pickle_warning)
         # Importing MLflow and opening its store take seconds: do it in the background while
         # the caller validates data and fits; the first registry call waits for it.
         self._connected: dict[str, Any] = {}
@@ -158,12 +172,12 @@ class MlflowRegistry(Registry):
         try:
             import mlflow
             import mlflow.sklearn
-            import skops.io  # noqa: F401 - imported on first save; warm it here
 
-            with contextlib.suppress(Exception):  # warm MLflow's package scan, also done on save
-                from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+            if self.logs_models:  # MLflow scans the installed packages on the first save
+                with contextlib.suppress(Exception):
+                    from mlflow.utils.requirements_utils import _init_modules_to_packages_map
 
-                _init_modules_to_packages_map()
+                    _init_modules_to_packages_map()
 
             mlflow.set_tracking_uri(self.tracking_uri)
             self._connected["mlflow"] = mlflow
@@ -227,7 +241,7 @@ class MlflowRegistry(Registry):
                     signature=infer_signature(sample, model.predict_proba(sample)[:, 1]),
                     input_example=example.head(5),
                     pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
-                    skops_trusted_types=["sklearn.tree._tree.Tree"],
+                    serialization_format=SERIALIZATION_FORMAT,
                 )
                 version = self._client.create_model_version(
                     name if self._registered(name) else self._create(name),

@@ -35,7 +35,7 @@ from slipway.registry import (
 class ProcessRegistry(Registry):
     """An :class:`MlflowRegistry` in a child process.
 
-    Importing MLflow and skops, MLflow's scan of installed packages and skops serialisation
+    Importing MLflow and scikit-learn, MLflow's scan of installed packages and saving a model
     cost several seconds of CPU, nearly all of it holding the GIL. In a child process they
     run on another core while this process validates data and fits, and a version can be
     logged while this process gates it. Calls are answered in the order they were made;
@@ -43,7 +43,7 @@ class ProcessRegistry(Registry):
     child loads every model through MLflow first, so pickling adds no new trust.
     """
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, logs_models: bool = True) -> None:
         self.tracking_uri = tracking_uri or default_tracking_uri()
         _preflight(self.tracking_uri)  # an unreachable server is reported before any work
         ours, theirs = socket.socketpair()
@@ -52,7 +52,7 @@ class ProcessRegistry(Registry):
             # A fork starts with what this process has imported (pandas, scikit-learn).
             self._child = multiprocessing.get_context("fork").Process(
                 target=_serve,
-                args=(theirs.fileno(), self.tracking_uri, ours.fileno()),
+                args=(theirs.fileno(), self.tracking_uri, logs_models, ours.fileno()),
                 name="slipway-registry",
                 daemon=True,
             )
@@ -61,7 +61,8 @@ class ProcessRegistry(Registry):
             # A fresh interpreter that imports only the registry (multiprocessing's spawn
             # would first re-run the calling script).
             self._child = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(theirs.fileno()), self.tracking_uri],
+                [sys.executable, "-c", _CHILD, str(theirs.fileno()), self.tracking_uri]
+                + (["logs-models"] if logs_models else []),
                 pass_fds=[theirs.fileno()],
             )
         theirs.close()
@@ -180,7 +181,8 @@ class ProcessRegistry(Registry):
 
 
 _CHILD = (
-    "import sys; from slipway.registry_process import _serve; _serve(int(sys.argv[1]), sys.argv[2])"
+    "import sys; from slipway.registry_process import _serve; "
+    "_serve(int(sys.argv[1]), sys.argv[2], len(sys.argv) > 3)"
 )
 
 
@@ -190,7 +192,7 @@ def _fork_is_safe() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1 and "mlflow" not in sys.modules
 
 
-def _serve(fd: int, tracking_uri: str, parent_fd: int | None = None) -> None:
+def _serve(fd: int, tracking_uri: str, logs_models: bool, parent_fd: int | None = None) -> None:
     """The child: answer ``(method, args)`` requests in order until ``None`` or EOF.
 
     ``parent_fd``, the parent's end of the socket inherited by a fork, is closed so that
@@ -200,7 +202,7 @@ def _serve(fd: int, tracking_uri: str, parent_fd: int | None = None) -> None:
         os.close(parent_fd)
     conn = Connection(fd)
     try:
-        registry: MlflowRegistry | None = MlflowRegistry(tracking_uri)
+        registry: MlflowRegistry | None = MlflowRegistry(tracking_uri, logs_models)
         failed: BaseException | None = None
     except Exception as exc:  # reported as the answer to every call
         registry, failed = None, exc

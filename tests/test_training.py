@@ -129,6 +129,40 @@ def test_default_registry_follows_slipway_home_set_after_import(tmp_path, monkey
     assert default_tracking_uri() == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
 
 
+def test_versions_saved_with_skops_still_load(project, registry, tmp_path):
+    """New versions are cloudpickle files; a version logged with MLflow's default skops
+    format before that change loads and predicts the same."""
+    import mlflow
+    import mlflow.sklearn
+    import yaml
+
+    from slipway.registry import SERIALIZATION_FORMAT
+
+    config = load_config(project)
+    document = train(config, registry, tmp_path / "out")
+    model = registry.load(registry.get(config.name, document["version"]))
+    with mlflow.start_run(experiment_id=registry._experiment(config.name)):
+        logged = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=["sklearn.tree._tree.Tree"],
+        )
+    old = registry._client.create_model_version(
+        config.name, source=logged.model_uri, model_id=logged.model_id
+    )
+    formats = {}
+    for version in (document["version"], str(old.version)):
+        local = mlflow.artifacts.download_artifacts(f"models:/{config.name}/{version}")
+        mlmodel = yaml.safe_load((Path(local) / "MLmodel").read_text())
+        formats[version] = mlmodel["flavors"]["sklearn"]["serialization_format"]
+    assert formats == {document["version"]: SERIALIZATION_FORMAT, str(old.version): "skops"}
+
+    features, _ = prepare(read_dataset(project.parent / "data" / "eval.csv"), config)
+    reloaded = registry.load(registry.get(config.name, str(old.version)))
+    np.testing.assert_array_equal(reloaded.predict_proba(features), model.predict_proba(features))
+
+
 def test_process_registry_answers_as_the_mlflow_registry_does(project, tracking_uri, tmp_path):
     """The registry in a child process: same versions, same models, same errors."""
     from slipway.registry import MlflowRegistry

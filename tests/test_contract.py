@@ -645,6 +645,50 @@ def test_cli_freshness_uses_as_of(config_path, capsys):
     assert "older than 730 days before 2031-01-01" in stdout
 
 
+def test_example_lines_count_blank_lines_and_quoted_line_breaks(config_path):
+    """pandas skips blank lines and reads a quoted line break as part of the cell: the
+    example's line is still the line of the file on which the bad row starts."""
+    path = data_path(config_path, "eval")
+    header, *rows = path.read_text().splitlines()
+    first = rows[0].split(",", 1)
+    rows[0] = f'"{first[0]}\nsecond half",{first[1]}'  # the id spans lines 2 and 3
+    bad = rows[3].split(",")
+    bad[COLUMNS.index("code_changes")] = "lots"
+    rows[3] = ",".join(bad)
+    lines = [header, "", *rows[:2], "   ", rows[2], "", rows[3], *rows[4:]]
+    path.write_text("\n".join(lines) + "\n")
+    assert lines.index(rows[3]) + 2 == 9  # + 1 for the quoted line break, + 1 from 0-based
+
+    report = validate(load_config(config_path), {"eval": path}, AS_OF)
+
+    found = only_violation(report, "eval")
+    assert (found["check"], found["column"]) == ("dtype", "code_changes")
+    assert found["examples"] == [{"line": 9, "id": bad[0], "value": "lots"}]
+    assert path.read_text().splitlines()[8] == rows[3]
+
+
+def test_row_count_and_freshness_are_checked_without_the_id_column(config_path):
+    config = load_config(config_path)
+    frame = read_dataset(data_path(config_path, "train")).drop(columns=["release_id"]).head(10)
+
+    found, _ = check_frame(frame, config, date(2100, 1, 1))
+
+    assert [(v.check, v.column) for v in found] == [
+        ("missing_column", "release_id"),
+        ("min_rows", None),
+        ("freshness", "release_date"),
+    ]
+
+
+def test_a_missing_target_column_is_reported_once(config_path):
+    config = load_config(config_path)
+    frame = read_dataset(data_path(config_path, "train")).drop(columns=["high_risk"])
+
+    found, _ = check_frame(frame, config, AS_OF)
+
+    assert [(v.check, v.column) for v in found] == [("missing_column", "high_risk")]
+
+
 # --- check_frame directly ------------------------------------------------------------------
 
 

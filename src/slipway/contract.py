@@ -7,6 +7,7 @@ them. A violation names the check, the column, how many rows break it and a few 
 
 from __future__ import annotations
 
+import csv
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -56,13 +57,45 @@ def _examples(frame: pd.DataFrame, mask: np.ndarray, column: str | None, id_colu
     rows = np.flatnonzero(mask)[:EXAMPLES]
     found = []
     for row in rows:
-        example: dict[str, Any] = {"line": int(row) + 2}  # header is line 1
+        # The header is line 1; number_lines corrects this for files with blank lines or
+        # quoted line breaks.
+        example: dict[str, Any] = {"line": int(row) + 2}
         if id_column in frame.columns:
             example["id"] = _plain(frame[id_column].iloc[row])
         if column is not None and column in frame.columns:
             example["value"] = _plain(frame[column].iloc[row])
         found.append(example)
     return found
+
+
+def number_lines(violations: list[Violation], path: Path) -> None:
+    """Give the examples of ``violations``, rows of the CSV file ``path``, its line numbers.
+
+    pandas skips blank lines and a quoted field may hold line breaks, so a row's line is not
+    always its position + 2. The file is read again as CSV, only up to the last example and
+    only when a check failed.
+    """
+    examples = [e for v in violations for e in v.examples]
+    wanted = {e["line"] - 2 for e in examples}
+    if not wanted:
+        return
+    starts: dict[int, int] = {}
+    last = max(wanted)
+    row = -1  # the header
+    ended = 0
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        for record in reader:
+            start, ended = ended + 1, reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # a blank line, skipped by pandas too
+            if row in wanted:
+                starts[row] = start
+            if row >= last:
+                break
+            row += 1
+    for example in examples:
+        example["line"] = starts.get(example["line"] - 2, example["line"])
 
 
 def _plain(value: Any) -> Any:
@@ -204,8 +237,11 @@ class _Checker:
                     "min_rows", None, rows, f"{rows} rows; the contract needs {data.min_rows}"
                 )
             )
-        positive = positive_mask(self.frame[self.config.target.column], self.config)
-        labelled = self.frame[self.config.target.column].notna().to_numpy(dtype=bool)
+        target = self.config.target.column
+        labelled = np.zeros(rows, dtype=bool)
+        if target in self.frame.columns:  # a missing column is reported on its own
+            positive = positive_mask(self.frame[target], self.config)
+            labelled = self.frame[target].notna().to_numpy(dtype=bool)
         if labelled.any():
             share = float(positive[labelled].mean())
             bounds = data.label_balance
@@ -218,7 +254,7 @@ class _Checker:
                         f"positive share {share:.3f} outside [{bounds.min}, {bounds.max}]",
                     )
                 )
-        if data.date_column and data.max_age_days and rows:
+        if data.date_column in self.frame.columns and data.max_age_days and rows:
             dates = self.dates.get(data.date_column)
             if dates is None:
                 dates = parse_dates(self.frame[data.date_column])
@@ -277,8 +313,7 @@ def check_frame(frame: pd.DataFrame, config: ModelConfig, as_of: date) -> tuple[
             checker.flag(
                 "duplicate_ids", id_column, repeats.result(), f"`{id_column}` values repeat"
             )
-    if id_column in frame.columns and config.target.column in frame.columns:
-        checker.dataset(as_of)
+    checker.dataset(as_of)
     return checker.violations, checker.imputed
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from slipway.config import ModelConfig
-from slipway.contract import check_frame, check_overlap, read_dataset, to_dict
+from slipway.contract import check_frame, check_overlap, number_lines, read_dataset, to_dict
 from slipway.errors import DataError
 from slipway.fsutil import read_json, sha256_file, write_json
 
@@ -40,6 +40,7 @@ def validate(
         frame = read_dataset(path)
         frames[split] = frame
         violations, imputed = check_frame(frame, config, as_of)
+        number_lines(violations, path)
         datasets.append(
             {
                 "split": split,
@@ -51,7 +52,9 @@ def validate(
             }
         )
     if "train" in frames and "eval" in frames:
-        overlap = to_dict(check_overlap(frames["train"], frames["eval"], config))
+        found = check_overlap(frames["train"], frames["eval"], config)
+        number_lines(found, paths["eval"])  # the examples are eval rows
+        overlap = to_dict(found)
         datasets.append({"split": "train+eval", "violations": overlap})
     total = sum(len(d["violations"]) for d in datasets)
     return {

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slipway.cli import build_parser, main
+from slipway.arguments import build_parser
+from slipway.cli import COMMANDS, main
 from slipway.config import ModelConfig
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -19,6 +20,10 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)
+
+
+def test_every_command_has_a_handler():
+    assert set(COMMANDS) == set(_subcommands())
 
 
 @pytest.mark.parametrize("command", sorted(_subcommands()))

@@ -1,0 +1,182 @@
+"""The ``slipway`` command line's arguments: one sub-command per verb, each with ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+
+from slipway import __version__
+from slipway.config import DEFAULT_CONFIG
+
+DEFAULT_OUT = Path(".slipway/out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slipway",
+        description="Ship machine-learning models through pull requests.",
+        epilog="Exit codes: 0 ok, 1 a check failed, 2 usage or environment error.",
+    )
+    parser.add_argument("--version", action="version", version=f"slipway {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="model project configuration (default: %(default)s)",
+    )
+    common.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="directory for JSON and Markdown outputs (default: %(default)s)",
+    )
+    params = argparse.ArgumentParser(add_help=False)
+    params.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a training param from slipway.yaml (repeatable)",
+    )
+    as_of = argparse.ArgumentParser(add_help=False)
+    as_of.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="reference date for the freshness check (default: today)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "validate",
+        parents=[common, as_of],
+        help="check datasets against the contract",
+        description="Check the train and eval sets (or the FILES given) against "
+        "the data contract in slipway.yaml. Exit 1 on any violation.",
+    )
+    p.add_argument("files", nargs="*", help="datasets to check (default: train and eval)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the report to PATH")
+
+    p = sub.add_parser(
+        "lock",
+        parents=[common, as_of],
+        help="record digests of valid data in the lock",
+        description="Validate the data, then write its digests to the data lock.",
+    )
+
+    p = sub.add_parser(
+        "train",
+        parents=[common, params],
+        help="train and register a version",
+        description="Check the data lock, fit model/train.py's pipeline, log it to "
+        "MLflow and register a new model version.",
+    )
+
+    p = sub.add_parser(
+        "gate",
+        parents=[common],
+        help="judge a version against production",
+        description="Evaluate the candidate and @production on the frozen eval set "
+        "and apply every gate. Exit 1 when a gate fails.",
+    )
+    _version_option(p, "gate")
+
+    p = sub.add_parser(
+        "package",
+        parents=[common],
+        help="build the Bento of a version",
+        description="Import a registered version into the repo-local BentoML store by exact "
+        "tag and build its Bento offline; the same version again reuses both.",
+    )
+    _version_option(p, "package")
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve an environment on 127.0.0.1",
+        description="Start `bentoml serve` on 127.0.0.1 for the versions in "
+        "environments/ENV.yaml, wait until it is ready and record its PID.",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument("--stop", action="store_true", help="stop the server of ENV")
+    p.add_argument(
+        "--port", type=int, help="port on 127.0.0.1 (default: 3000 staging, 3001 production)"
+    )
+    p.add_argument(
+        "--environments",
+        type=Path,
+        default=Path("environments"),
+        metavar="DIR",
+        help="directory of the environment manifests (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        metavar="S",
+        help="seconds to wait for readiness (default: %(default)s)",
+    )
+
+    p = sub.add_parser(
+        "smoke",
+        parents=[common],
+        help="smoke-test a running service",
+        description="Send eval-set records to URL and check readiness, metadata, the answers, "
+        "the error format and latency. Exit 1 when a check fails.",
+    )
+    p.add_argument("url", metavar="URL", help="base URL, e.g. http://127.0.0.1:3000")
+    p.add_argument("--rows", type=int, default=20, help="eval rows to send (default: %(default)s)")
+    p.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=250.0,
+        metavar="MS",
+        help="largest allowed p95 latency of single-record calls (default: %(default)s)",
+    )
+
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="render the Markdown report",
+        description="Render OUT/report.md from the JSON outputs (and the GitHub "
+        "step summary when GITHUB_STEP_SUMMARY is set). With --publish, upsert it as the one "
+        "sticky comment on the pull request; without a token or PR context it writes "
+        "OUT/comment.md and says what it would have posted.",
+    )
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="post or update the sticky PR comment (needs GITHUB_TOKEN, GITHUB_REPOSITORY "
+        "and a PR number from SLIPWAY_PR_NUMBER or the event payload)",
+    )
+
+    p = sub.add_parser(
+        "pr",
+        parents=[common, params],
+        help="validate, train, gate, package and report",
+        description="Run the pull-request workflow on the working tree.",
+    )
+    p.add_argument(
+        "--skip-package",
+        action="store_true",
+        help="stop after the gate: no Bento is built (faster local iterations)",
+    )
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="the whole lifecycle on sample data",
+        description="Generate data if missing, train a first model, promote it "
+        "to production, then gate a challenger against it.",
+    )
+    return parser
+
+
+def _version_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
+        "--version",
+        dest="version",
+        metavar="N",
+        help=f"version to {verb} (default: the one in OUT/train.json)",
+    )

@@ -142,6 +142,25 @@ def test_degraded_pr_from_a_fork_fails_the_gate_and_still_gets_the_comment(workf
     assert "❌ **threshold · recall**" in body, body
 
 
+def test_pr_without_a_tracking_server_fails_first_and_says_what_to_set(workflows, gh):
+    root, _, _ = workflows
+    repo, sha = make_repo(root / "unset")
+    before = len(gh.log)
+    run = run_act(
+        repo,
+        "pull_request",
+        pull_request_event(4, sha),
+        "pr.yml",
+        root / "unset-run",
+        env={"GITHUB_API_URL": gh.url},
+    )
+    assert run.returncode != 0
+    assert run.jobs == {"validate": "failed", "slipway": "failed"}, explain(run)
+    assert "::error::the repository variable MLFLOW_TRACKING_URI is not set" in run.log
+    assert not re.search(r"\[pr/validate *\] ⭐ Run Main \./actions/setup", run.log)  # no work
+    assert gh.log[before:] == []
+
+
 def test_comment_is_posted_once_through_502_and_429(workflows, gh):
     root, _, report = workflows
     good = root / "good-run1" / "slipway-report"

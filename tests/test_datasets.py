@@ -102,6 +102,19 @@ def test_lock_records_digests_rows_and_schema_version(config_path, capsys):
     assert [p.name for p in lock_file.parent.iterdir() if p.name.startswith(".")] == []
 
 
+def test_lock_reads_each_dataset_once(config_path, capsys, monkeypatch):
+    import slipway.datasets
+
+    read = []
+    real = slipway.datasets.read_dataset
+    monkeypatch.setattr(
+        slipway.datasets, "read_dataset", lambda path: read.append(path) or real(path)
+    )
+
+    assert _lock(config_path, capsys)[0] == 0
+    assert sorted(p.name for p in read) == ["eval.csv", "train.csv"]
+
+
 def test_a_fresh_lock_matches_its_data(locked):
     assert check_lock(load_config(locked)) == {
         "train": _sha256(data_path(locked, "train")),

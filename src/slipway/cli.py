@@ -83,10 +83,12 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from slipway.datasets import lock_path, validate, write_lock
 
     config = _config(args)
-    if not validate(config, as_of=args.as_of)["passed"]:
+    report = validate(config, as_of=args.as_of)
+    if not report["passed"]:
         print("refusing to lock data that fails validation; run `slipway validate`")
         return 1
-    document = write_lock(config)
+    rows = {d["split"]: d["rows"] for d in report["datasets"] if "rows" in d}
+    document = write_lock(config, rows)
     for split, entry in document["files"].items():
         print(f"{split}: {entry['path']} {entry['rows']} rows sha256 {entry['sha256'][:12]}")
     print(f"wrote {lock_path(config)}")

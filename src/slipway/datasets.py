@@ -72,14 +72,17 @@ def lock_path(config: ModelConfig) -> Path:
     return config.path(config.data.lock)
 
 
-def write_lock(config: ModelConfig) -> dict[str, Any]:
-    """Record digests and row counts of the current datasets in the lock file."""
+def write_lock(config: ModelConfig, rows: dict[str, int] | None = None) -> dict[str, Any]:
+    """Record digests and row counts of the current datasets in the lock file.
+
+    ``rows`` per split, when the caller has just read the data (``validate``'s report has them).
+    """
     files = {}
     for split, path in split_paths(config).items():
         files[split] = {
             "path": str(config.data.train if split == "train" else config.data.eval),
             "sha256": sha256_file(path),
-            "rows": len(read_dataset(path)),
+            "rows": rows[split] if rows and split in rows else len(read_dataset(path)),
         }
     document = {"schema": LOCK_SCHEMA, "schema_version": config.schema_version, "files": files}
     write_json(lock_path(config), document)

@@ -43,6 +43,7 @@ bench: $(STAMP)
 lint: $(STAMP) $(ACTIONLINT)
 	$(VENV)/bin/ruff check src tests model bento
 	$(VENV)/bin/ruff format --check src tests model bento
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/zizmor --offline --config .github/zizmor.yml .github/workflows actions
 	$(ACTIONLINT) '.github/workflows/*.yml'
 

@@ -34,8 +34,8 @@ except ImportError:  # inside a built Bento the platform code is bundled under s
 
 from slipway.config import load_config  # noqa: E402
 from slipway.manifests import load_manifest  # noqa: E402
-from slipway.predlog import PredictionLog, log_directory  # noqa: E402
-from slipway.serving import (  # noqa: E402
+from slipway.serve.prediction_log import PredictionLog, log_directory  # noqa: E402
+from slipway.serve.service import (  # noqa: E402
     Deployment,
     Prediction,
     Scorer,

@@ -31,9 +31,9 @@ from contract_helpers import (
 )
 from slipway.cli import main
 from slipway.config import load_config
-from slipway.contract import check_frame, prepare, read_dataset
-from slipway.datasets import REPORT_SCHEMA, validate
 from slipway.errors import DataError
+from slipway.propose.contract import check_frame, prepare, read_dataset
+from slipway.propose.datasets import REPORT_SCHEMA, validate
 
 
 @pytest.fixture
@@ -717,7 +717,7 @@ def test_check_frame_without_id_or_target_still_checks_columns(config_path):
     ],
 )
 def test_duplicate_ids_fast_and_exact_paths(ids, repeated):
-    from slipway.contract import duplicated
+    from slipway.propose.contract import duplicated
 
     series = pd.Series(ids, dtype="string[pyarrow]")
     assert np.flatnonzero(duplicated(series)).tolist() == repeated
@@ -726,7 +726,7 @@ def test_duplicate_ids_fast_and_exact_paths(ids, repeated):
 
 
 def test_overlap_by_content_ignores_how_numbers_are_written(config_path):
-    from slipway.contract import check_overlap
+    from slipway.propose.contract import check_overlap
 
     config = load_config(config_path)
     train = read_dataset(data_path(config_path, "train")).head(3)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import slipway.datasets
+import slipway.propose.datasets
 from contract_helpers import (
     AS_OF,
     EVAL_ROWS,
@@ -24,8 +24,8 @@ from contract_helpers import (
 )
 from slipway.cli import main
 from slipway.config import load_config
-from slipway.datasets import LOCK_SCHEMA, check_lock, lock_path, validate, write_lock
 from slipway.errors import DataError
+from slipway.propose.datasets import LOCK_SCHEMA, check_lock, lock_path, validate, write_lock
 
 LOCK_FIX = "validate the data, then run `slipway lock` and commit the lock with the data"
 
@@ -47,7 +47,7 @@ class _Year2031(date):
 @pytest.fixture
 def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A valid small project (no lock yet), with "today" pinned to 2026-11-01."""
-    monkeypatch.setattr(slipway.datasets, "date", _Nov1)
+    monkeypatch.setattr(slipway.propose.datasets, "date", _Nov1)
     return make_project(tmp_path)
 
 
@@ -103,12 +103,12 @@ def test_lock_records_digests_rows_and_schema_version(config_path, capsys):
 
 
 def test_lock_reads_each_dataset_once(config_path, capsys, monkeypatch):
-    import slipway.datasets
+    import slipway.propose.datasets
 
     read = []
-    real = slipway.datasets.read_dataset
+    real = slipway.propose.datasets.read_dataset
     monkeypatch.setattr(
-        slipway.datasets, "read_dataset", lambda path: read.append(path) or real(path)
+        slipway.propose.datasets, "read_dataset", lambda path: read.append(path) or real(path)
     )
 
     assert _lock(config_path, capsys)[0] == 0
@@ -156,7 +156,7 @@ def test_lock_refusal_keeps_the_previous_lock(locked, capsys):
 
 
 def test_lock_checks_freshness_against_today(config_path, capsys, monkeypatch):
-    monkeypatch.setattr(slipway.datasets, "date", _Year2031)
+    monkeypatch.setattr(slipway.propose.datasets, "date", _Year2031)
 
     code, out, _ = _lock(config_path, capsys)
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from slipway.evaluation import (
+from slipway.propose.evaluation import (
     _POISSON,
     Scores,
     _Resampled,

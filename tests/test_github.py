@@ -10,8 +10,7 @@ import pytest
 import requests
 
 from github_emulator import TOKEN, Emulator
-from slipway.github import GitHub, GitHubError
-from slipway.report import MARKER
+from slipway.github import MARKER, GitHub, GitHubError
 
 REPO = Path(__file__).resolve().parent.parent
 

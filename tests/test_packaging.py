@@ -12,7 +12,6 @@ import yaml
 
 from slipway.cli import main
 from slipway.config import load_config
-from slipway.contract import prepare, read_dataset
 from slipway.errors import ConfigError
 from slipway.manifests import (
     Manifest,
@@ -22,9 +21,10 @@ from slipway.manifests import (
     render_manifest,
     update_manifest,
 )
-from slipway.packaging import SERVICE_MODULES
+from slipway.propose.contract import prepare, read_dataset
+from slipway.propose.training import train
 from slipway.registry import SERIALIZATION_FORMAT
-from slipway.training import train
+from slipway.serve.packaging import SERVICE_MODULES
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_ORDER = ["environment", "model", "version", "digest", "rollout"]
@@ -138,7 +138,8 @@ def test_package_builds_a_bento_once_and_reuses_it(
     bento = yaml.safe_load((bentos[0] / "bento.yaml").read_text())
     assert bento["services"][0]["models"][0]["tag"] == "release-risk:v1"  # exact, not latest
     assert (bentos[0] / "src" / "bento" / "pinned.json").is_file()
-    bundled = sorted(p.name for p in (bentos[0] / "src" / "src" / "slipway").glob("*.py"))
+    platform = bentos[0] / "src" / "src" / "slipway"
+    bundled = sorted(p.relative_to(platform).as_posix() for p in platform.rglob("*.py"))
     assert bundled == sorted(SERVICE_MODULES)
 
     assert main(["package", "--config", str(project), "--out", str(out), "--version", "1"]) == 0

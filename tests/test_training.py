@@ -10,9 +10,9 @@ import pytest
 
 from slipway.cli import main
 from slipway.config import load_config
-from slipway.contract import prepare, read_dataset
 from slipway.errors import DataError, RegistryError, TrainingError
-from slipway.training import train
+from slipway.propose.contract import prepare, read_dataset
+from slipway.propose.training import train
 
 
 def _versions(registry, name: str) -> list[str]:

@@ -26,7 +26,7 @@ from act_harness import (
 )
 from conftest import checked_emulator, edit_config
 from github_emulator import TOKEN, Emulator
-from slipway.report import MARKER
+from slipway.propose.report import MARKER
 
 pytestmark = [
     pytest.mark.slow,

@@ -50,8 +50,8 @@ def _registry(in_child: bool = False, logs_models: bool = False):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from slipway.datasets import validate
     from slipway.fsutil import write_json
+    from slipway.propose.datasets import validate
 
     config = _config(args)
     paths = {Path(f).stem: Path(f) for f in args.files} if args.files else None
@@ -80,7 +80,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from slipway.datasets import lock_path, validate, write_lock
+    from slipway.propose.datasets import lock_path, validate, write_lock
 
     config = _config(args)
     report = validate(config, as_of=args.as_of)
@@ -96,7 +96,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from slipway.training import train
+    from slipway.propose.training import train
 
     registry = _registry(in_child=True, logs_models=True)
     try:
@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     registry = _registry(in_child=True)  # MLflow loads in the child while gating imports
     try:
-        from slipway.gating import run_gate
+        from slipway.propose.gate import run_gate
 
         document = run_gate(_config(args), registry, args.out, args.version, progress)
     finally:
@@ -131,7 +131,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def cmd_package(args: argparse.Namespace) -> int:
     from slipway.errors import PackagingError
-    from slipway.packaging import package, packaged_version
+    from slipway.serve.packaging import package, packaged_version
 
     version = args.version or packaged_version(args.out)
     if version is None:
@@ -147,7 +147,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from slipway.manifests import manifest_path
-    from slipway.servers import start_server, stop_server
+    from slipway.serve.server import start_server, stop_server
 
     path = manifest_path(args.environment, args.environments)
     if args.stop:
@@ -169,9 +169,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
-    from slipway.contract import read_dataset
     from slipway.fsutil import write_json
-    from slipway.serving import records_from_frame, smoke
+    from slipway.propose.contract import read_dataset
+    from slipway.serve.smoke import records_from_frame, smoke
 
     config = _config(args)
     frame = read_dataset(config.path(config.data.eval)).head(args.rows)
@@ -184,14 +184,14 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from slipway.report import write_report
+    from slipway.propose.report import write_report
 
     path, markdown = write_report(args.out)
     print(markdown)
     progress(f"wrote {path}")
     url = ""
     if args.publish:
-        from slipway.publish import publish_report
+        from slipway.propose.comment import publish_report
 
         result = publish_report(markdown, args.out)
         if result["posted"]:
@@ -200,7 +200,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         else:
             progress(f"{result['reason']}; the comment it would post is in {result['path']}")
     else:
-        from slipway.publish import record_pr
+        from slipway.propose.comment import record_pr
 
         if recorded := record_pr(args.out):
             progress(f"recorded the pull request in {recorded} for the report workflow")
@@ -209,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_pr(args: argparse.Namespace) -> int:
-    from slipway.flows import run_pr
+    from slipway.pipeline import run_pr
 
     registry = _registry(in_child=args.skip_package, logs_models=True)
     try:
@@ -224,7 +224,7 @@ def cmd_pr(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from slipway.flows import run_demo
+    from slipway.pipeline import run_demo
 
     result = run_demo(_config(args), _registry(logs_models=True), args.out, progress)
     print(result["markdown"])

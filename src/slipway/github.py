@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import requests
 
 from slipway.errors import SlipwayError
-from slipway.report import MARKER
 
 DEFAULT_API_URL = "https://api.github.com"
+MARKER = "<!-- slipway:report -->"  # hidden first line of the sticky comment, found by it
 API_VERSION = "2022-11-28"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 PER_PAGE = 100  # GitHub's maximum page size

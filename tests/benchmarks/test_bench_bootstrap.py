@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score, roc_auc_score
 
 from slipway.config import load_config
-from slipway.evaluation import Scores, bootstrap
+from slipway.propose.evaluation import Scores, bootstrap
 
 ROWS = 20_000
 RESAMPLES = 2_000

@@ -37,7 +37,7 @@ import requests
 from benchlib import MODEL_DIR, model_project, report
 
 from act_harness import free_port
-from slipway.servers import LOOPBACK
+from slipway.serve.server import LOOPBACK
 
 CONNECTIONS = 8
 WARM_UP_S = 3
@@ -234,10 +234,10 @@ def _load(url: str, bodies: list[str], seconds: int, where: Path) -> dict[str, A
 
 def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) -> None:
     from slipway.config import load_config
-    from slipway.contract import prepare, read_dataset
     from slipway.manifests import Manifest, render_manifest
-    from slipway.scoring import probability_function
-    from slipway.serving import records_from_frame
+    from slipway.probabilities import probability_function
+    from slipway.propose.contract import prepare, read_dataset
+    from slipway.serve.smoke import records_from_frame
 
     load_before = os.getloadavg()[0]
     home = Path(bench_env["SLIPWAY_HOME"])

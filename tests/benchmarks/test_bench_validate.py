@@ -9,7 +9,7 @@ import pandas as pd
 from benchlib import MODEL_DIR, best_of, load_simulate, report, timed
 
 from slipway.config import load_config
-from slipway.datasets import validate
+from slipway.propose.datasets import validate
 
 ROWS = 1_000_000
 REPEATS = 3

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slipway import gates
 from slipway.config import Gates
+from slipway.propose import gate_rules
 
 RULES = Gates.model_validate(
     {
@@ -36,13 +36,13 @@ def _samples(cand_recall_centre: float, champ_recall_centre: float, spread: floa
 @pytest.mark.parametrize(
     ("cand", "champ", "spread", "status"),
     [
-        (0.85, 0.85, 0.002, gates.PASS),  # same model: clearly within tolerance
-        (0.78, 0.85, 0.002, gates.FAIL),  # clearly worse by more than 0.02
-        (0.835, 0.85, 0.02, gates.INCONCLUSIVE),  # worse by 0.015 ± noise: cannot tell
+        (0.85, 0.85, 0.002, gate_rules.PASS),  # same model: clearly within tolerance
+        (0.78, 0.85, 0.002, gate_rules.FAIL),  # clearly worse by more than 0.02
+        (0.835, 0.85, 0.02, gate_rules.INCONCLUSIVE),  # worse by 0.015 ± noise: cannot tell
     ],
 )
 def test_regression_verdicts(cand, champ, spread, status):
-    verdict = gates.regression(
+    verdict = gate_rules.regression(
         RULES,
         {**METRICS, "recall": cand},
         {**METRICS, "recall": champ},
@@ -53,20 +53,20 @@ def test_regression_verdicts(cand, champ, spread, status):
     assert verdict.delta == pytest.approx(cand - champ)
     assert verdict.interval[0] < verdict.interval[1]
     assert verdict.threshold == -0.02
-    if status == gates.INCONCLUSIVE:
+    if status == gate_rules.INCONCLUSIVE:
         assert "straddles" in verdict.reason and "noise" in verdict.reason
 
 
 def test_lower_is_better_metric_is_judged_the_right_way():
     samples = _samples(0.85, 0.85, 0.001)
     samples["cand.log_loss"] = samples["champ.log_loss"] + 0.1  # candidate clearly worse
-    verdicts = gates.regression(RULES, METRICS, METRICS, samples)
-    assert verdicts[1].metric == "log_loss" and verdicts[1].status == gates.FAIL
+    verdicts = gate_rules.regression(RULES, METRICS, METRICS, samples)
+    assert verdicts[1].metric == "log_loss" and verdicts[1].status == gate_rules.FAIL
 
 
 def test_regression_without_champion_is_skipped():
-    verdicts = gates.regression(RULES, METRICS, None, {})
-    assert {v.status for v in verdicts} == {gates.SKIPPED}
+    verdicts = gate_rules.regression(RULES, METRICS, None, {})
+    assert {v.status for v in verdicts} == {gate_rules.SKIPPED}
     assert "no production model" in verdicts[0].reason
 
 
@@ -79,28 +79,30 @@ def test_regression_without_champion_is_skipped():
     ],
 )
 def test_thresholds(metrics, failed):
-    verdicts = gates.thresholds(RULES, metrics, None, {}, 0.95)
-    assert [v.metric for v in verdicts if v.status == gates.FAIL] == failed
+    verdicts = gate_rules.thresholds(RULES, metrics, None, {}, 0.95)
+    assert [v.metric for v in verdicts if v.status == gate_rules.FAIL] == failed
     for v in verdicts:
-        if v.status == gates.FAIL:
+        if v.status == gate_rules.FAIL:
             assert str(v.threshold) in v.reason
 
 
 def test_fairness_stability_latency_and_overall():
     samples = {"cand.recall_gap": np.full(10, 0.2), "flip_rate": np.full(10, 0.05)}
-    fair = gates.fairness(RULES, 0.2, 0.05, samples, 0.95)
-    assert fair.status == gates.FAIL and fair.delta == pytest.approx(0.15)
-    stable = gates.stability(RULES, 0.05, samples, 0.95)
-    assert stable.status == gates.PASS
-    fast = gates.latency(RULES, np.full(100, 2.0), 3.0, seed=0)
-    assert fast.status == gates.PASS and fast.baseline == pytest.approx(3.0)
-    slow = gates.latency(RULES, np.full(100, 25.0), None, seed=0)
-    assert slow.status == gates.FAIL and "25.00 ms" in slow.reason
-    assert gates.overall([stable, fast], "warn") == gates.PASS
-    assert gates.overall([stable, slow], "warn") == gates.FAIL
-    unsure = gates.Verdict("regression", "recall", gates.INCONCLUSIVE, 0, 0, 0, 0, (0, 0), "")
-    assert gates.overall([stable, unsure], "warn") == gates.PASS
-    assert gates.overall([stable, unsure], "fail") == gates.FAIL
+    fair = gate_rules.fairness(RULES, 0.2, 0.05, samples, 0.95)
+    assert fair.status == gate_rules.FAIL and fair.delta == pytest.approx(0.15)
+    stable = gate_rules.stability(RULES, 0.05, samples, 0.95)
+    assert stable.status == gate_rules.PASS
+    fast = gate_rules.latency(RULES, np.full(100, 2.0), 3.0, seed=0)
+    assert fast.status == gate_rules.PASS and fast.baseline == pytest.approx(3.0)
+    slow = gate_rules.latency(RULES, np.full(100, 25.0), None, seed=0)
+    assert slow.status == gate_rules.FAIL and "25.00 ms" in slow.reason
+    assert gate_rules.overall([stable, fast], "warn") == gate_rules.PASS
+    assert gate_rules.overall([stable, slow], "warn") == gate_rules.FAIL
+    unsure = gate_rules.Verdict(
+        "regression", "recall", gate_rules.INCONCLUSIVE, 0, 0, 0, 0, (0, 0), ""
+    )
+    assert gate_rules.overall([stable, unsure], "warn") == gate_rules.PASS
+    assert gate_rules.overall([stable, unsure], "fail") == gate_rules.FAIL
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.9])
@@ -110,7 +112,7 @@ def test_decisions_from_probabilities_equal_predict(threshold):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import FixedThresholdClassifier
 
-    from slipway.gating import _decisions
+    from slipway.propose.gate import _decisions
 
     rng = np.random.default_rng(0)
     features = pd.DataFrame(rng.normal(size=(500, 3)), columns=["a", "b", "c"])
@@ -129,7 +131,7 @@ def test_measure_latency_times_each_call_through_the_serving_path(kind):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
 
-    from slipway.gates import measure_latency
+    from slipway.propose.gate_rules import measure_latency
 
     rng = np.random.default_rng(3)
     features = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from slipway.config import Gates
-from slipway.evaluation import HIGHER_IS_BETTER, interval
+from slipway.propose.evaluation import HIGHER_IS_BETTER, interval
 
 PASS, FAIL, INCONCLUSIVE, SKIPPED = "pass", "fail", "inconclusive", "skipped"
 
@@ -185,10 +185,10 @@ def stability(gates: Gates, flip_rate: float | None, samples: dict, confidence: 
 def measure_latency(model: Any, features: pd.DataFrame, calls: int) -> np.ndarray:
     """Milliseconds of ``calls`` single-row scorings of eval rows, the way the service scores.
 
-    The service scores through :func:`slipway.scoring.probability_function` (a forest's trees
+    The service scores through :func:`slipway.probabilities.probability_function` (a forest's trees
     summed directly when that gives exactly ``predict_proba``'s answers), so that is what is timed.
     """
-    from slipway.scoring import probability_function
+    from slipway.probabilities import probability_function
 
     score = probability_function(model, features.head(200))
     rows = [features.iloc[[i % len(features)]] for i in range(calls)]

@@ -26,12 +26,12 @@ import yaml
 from slipway.config import ModelConfig
 from slipway.errors import PackagingError
 from slipway.fsutil import read_json, sha256_file, state_dir, write_json
+from slipway.progress import Progress
 from slipway.registry import Registry, default_tracking_uri
-from slipway.serving import bento_model_tag
-from slipway.training import Progress
+from slipway.serve.service import bento_model_tag
 
 SCHEMA = "slipway.package/1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 MLFLOW_DIR = "mlflow"  # the MLflow model inside the BentoML model directory
 BUILD_TIMEOUT_S = 600
 # The platform modules bento/service.py imports (and what they import); nothing else is bundled.
@@ -41,9 +41,10 @@ SERVICE_MODULES = (
     "errors.py",
     "fsutil.py",
     "manifests.py",
-    "predlog.py",
-    "scoring.py",
-    "serving.py",
+    "probabilities.py",
+    "serve/__init__.py",
+    "serve/prediction_log.py",
+    "serve/service.py",
 )
 
 

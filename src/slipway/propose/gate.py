@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from slipway import gates
 from slipway.config import ModelConfig
-from slipway.contract import prepare, read_dataset
-from slipway.datasets import check_lock, split_paths
 from slipway.errors import ConfigError
-from slipway.evaluation import Scores, bootstrap, group_recall, point_metrics
 from slipway.fsutil import read_json, write_json
+from slipway.progress import Progress
+from slipway.propose import gate_rules
+from slipway.propose.contract import prepare, read_dataset
+from slipway.propose.datasets import check_lock, split_paths
+from slipway.propose.evaluation import Scores, bootstrap, group_recall, point_metrics
 from slipway.registry import ModelRef, Registry
-from slipway.training import Progress
 
 SCHEMA = "slipway.gate/1"
 CHAMPION_ALIAS = "production"
@@ -100,7 +100,7 @@ class Judgement:
     """Everything the gate decided about a candidate model, before it is recorded."""
 
     status: str
-    verdicts: list[gates.Verdict]
+    verdicts: list[gate_rules.Verdict]
     metrics: dict[str, Any]
     teams: dict[str, dict]
     p95_ms: float
@@ -159,7 +159,7 @@ def judge(
         min_positives=min_pos,
     )
     progress(f"timing {rules.latency.calls} single-row predictions")
-    cand_ms = gates.measure_latency(model, features, rules.latency.calls)
+    cand_ms = gate_rules.measure_latency(model, features, rules.latency.calls)
     # Production's own figure, recorded when it was gated, is the baseline: timing it again
     # would double the cost of this step.
     champ_p95 = production.ref.tags.get(P95_TAG) if production else None
@@ -167,22 +167,22 @@ def judge(
     confidence = rules.regression.confidence
     flip_rate = float(np.mean(cand.pred != champ.pred)) if champ else None
     verdicts = [
-        *gates.thresholds(rules, cand_metrics, champ_metrics, samples, confidence),
-        *gates.regression(rules, cand_metrics, champ_metrics, samples),
-        gates.fairness(
+        *gate_rules.thresholds(rules, cand_metrics, champ_metrics, samples, confidence),
+        *gate_rules.regression(rules, cand_metrics, champ_metrics, samples),
+        gate_rules.fairness(
             rules,
             _gap(cand_teams, min_pos),
             _gap(champ_teams, min_pos) if champ else None,
             samples,
             confidence,
         ),
-        gates.stability(rules, flip_rate, samples, confidence),
-        gates.latency(
+        gate_rules.stability(rules, flip_rate, samples, confidence),
+        gate_rules.latency(
             rules, cand_ms, float(champ_p95) if champ_p95 else None, config.training.seed
         ),
     ]
     return Judgement(
-        status=gates.overall(verdicts, rules.regression.on_inconclusive),
+        status=gate_rules.overall(verdicts, rules.regression.on_inconclusive),
         verdicts=verdicts,
         metrics=cand_metrics,
         teams=cand_teams,
@@ -207,9 +207,9 @@ def record(
         "schema": SCHEMA,
         "model": config.name,
         "status": judgement.status,
-        "failed": [f"{v.gate}:{v.metric}" for v in verdicts if v.status == gates.FAIL],
+        "failed": [f"{v.gate}:{v.metric}" for v in verdicts if v.status == gate_rules.FAIL],
         "inconclusive": [
-            f"{v.gate}:{v.metric}" for v in verdicts if v.status == gates.INCONCLUSIVE
+            f"{v.gate}:{v.metric}" for v in verdicts if v.status == gate_rules.INCONCLUSIVE
         ],
         "candidate": _describe(candidate, registry, judgement.metrics, judgement.teams),
         "champion": (
@@ -222,7 +222,7 @@ def record(
             "resamples": config.gates.regression.resamples,
             "confidence": config.gates.regression.confidence,
         },
-        "gates": [gates.to_dict(v) for v in verdicts],
+        "gates": [gate_rules.to_dict(v) for v in verdicts],
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if candidate.run_id:

@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 
 from slipway.config import ModelConfig
-from slipway.contract import prepare, read_dataset
-from slipway.datasets import check_lock, split_paths
 from slipway.errors import TrainingError
 from slipway.fsutil import write_json
+from slipway.progress import Progress
+from slipway.propose.contract import prepare, read_dataset
+from slipway.propose.datasets import check_lock, split_paths
 from slipway.registry import Registry
 
 SCHEMA = "slipway.train/1"
-Progress = Callable[[str], None]
 
 
 def load_recipe(config: ModelConfig) -> Callable[..., Any]:

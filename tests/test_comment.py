@@ -9,8 +9,8 @@ import pytest
 from github_emulator import TOKEN, Emulator
 from slipway.errors import ReportError
 from slipway.github import GitHubError
-from slipway.publish import pr_context, publish_report, record_pr
-from slipway.report import MARKER
+from slipway.propose.comment import pr_context, publish_report, record_pr
+from slipway.propose.report import MARKER
 
 
 def marked(emulator: Emulator, number: int) -> list[dict]:
@@ -161,7 +161,7 @@ def test_a_malformed_pr_json_is_an_error_naming_the_file(tmp_path, content):
     ],
 )
 def test_report_from_untrusted_outputs_fails_clearly(tmp_path, name, content, message):
-    from slipway.report import write_report
+    from slipway.propose.report import write_report
 
     (tmp_path / name).write_text(content)
     with pytest.raises(ReportError, match=message):

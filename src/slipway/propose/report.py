@@ -8,8 +8,8 @@ from typing import Any
 
 from slipway.errors import ReportError
 from slipway.fsutil import atomic_write_text, read_json
+from slipway.github import MARKER
 
-MARKER = "<!-- slipway:report -->"
 METRICS = ("recall", "precision", "f1", "accuracy", "roc_auc", "pr_auc", "log_loss")
 CHART_METRICS = ("recall", "precision", "f1", "accuracy", "roc_auc", "pr_auc")
 _REGENERATE = "regenerate the outputs with the slipway command that writes them"

@@ -30,20 +30,20 @@ from pydantic import TypeAdapter, ValidationError
 
 from slipway.cli import main
 from slipway.config import load_config
-from slipway.contract import prepare, read_dataset
 from slipway.manifests import Manifest, render_manifest
-from slipway.predlog import PredictionLog
-from slipway.scoring import probability_function
-from slipway.servers import LOOPBACK
-from slipway.serving import (
+from slipway.probabilities import probability_function
+from slipway.propose.contract import prepare, read_dataset
+from slipway.serve.prediction_log import PredictionLog
+from slipway.serve.server import LOOPBACK
+from slipway.serve.service import (
     Deployment,
     Prediction,
     Scorer,
     example_record,
     record_model,
-    records_from_frame,
     route,
 )
+from slipway.serve.smoke import records_from_frame
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = load_config(REPO / "model" / "slipway.yaml")
@@ -301,9 +301,9 @@ def test_log_drops_a_batch_that_does_not_fit_and_counts_its_records(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Iterator[SimpleNamespace]:
     """Versions 1 (the configured forest) and 2 (a smaller one), imported into a BentoML store."""
-    from slipway.packaging import import_model
+    from slipway.propose.training import train
     from slipway.registry import MlflowRegistry
-    from slipway.training import train
+    from slipway.serve.packaging import import_model
 
     root = tmp_path_factory.mktemp("serving")
     shutil.copytree(REPO / "model", root / "model", ignore=shutil.ignore_patterns("__pycache__"))

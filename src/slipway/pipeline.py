@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from slipway.config import ModelConfig
-from slipway.datasets import split_paths, validate, write_lock
 from slipway.errors import SlipwayError
 from slipway.fsutil import write_json
-from slipway.gating import CHAMPION_ALIAS, judge, load_champion, record
+from slipway.progress import Progress
+from slipway.propose.datasets import split_paths, validate, write_lock
+from slipway.propose.gate import CHAMPION_ALIAS, judge, load_champion, record
+from slipway.propose.report import write_report
+from slipway.propose.training import fit_locked, register
 from slipway.registry import Registry
-from slipway.report import write_report
-from slipway.training import Progress, fit_locked, register
 
 OUTPUTS = ("validation.json", "train.json", "gate.json", "package.json", "report.md")
 # The demo's first model: deliberately small, so the challenger has something to beat.
@@ -57,7 +58,7 @@ def run_pr(
             result["gate"] = record(config, registry, out_dir, candidate, judgement)
             result["status"] = result["gate"]["status"]
             if result["status"] == "pass" and package_step:
-                from slipway.packaging import package  # deferred: imports the serving stack
+                from slipway.serve.packaging import package  # deferred: imports the serving stack
 
                 progress("[4/5] package")
                 version = result["train"]["version"]

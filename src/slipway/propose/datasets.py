@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from slipway.config import ModelConfig
-from slipway.contract import check_frame, check_overlap, number_lines, read_dataset, to_dict
 from slipway.errors import DataError
 from slipway.fsutil import read_json, sha256_file, write_json
+from slipway.propose.contract import check_frame, check_overlap, number_lines, read_dataset, to_dict
 
 REPORT_SCHEMA = "slipway.validation/1"
 LOCK_SCHEMA = "slipway.lock/1"

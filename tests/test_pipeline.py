@@ -145,3 +145,83 @@ def test_inconclusive_policy(project, tracking_uri, registry, tmp_path, on_incon
     assert gate["failed"] == []
     assert code == (1 if on_inconclusive == "fail" else 0)
     assert gate["status"] == ("fail" if on_inconclusive == "fail" else "pass")
+
+
+# --- the model copy train leaves for gate and package ------------------------------------------
+
+
+def _tamper(model_dir) -> None:
+    pickled = model_dir / "model.pkl"
+    data = bytearray(pickled.read_bytes())
+    data[-2] ^= 0xFF  # a flipped byte near the end: still a file, no longer the registered bytes
+    pickled.write_bytes(bytes(data))
+
+
+def test_train_leaves_the_registered_model_and_gate_uses_it(
+    project, tracking_uri, registry, tmp_path, capsys
+):
+    from slipway.fsutil import tree_digest
+    from slipway.registry import MODEL_DIGEST_TAG, load_copy
+
+    out = tmp_path / "out"
+    cfg = ["--config", str(project), "--out", str(out)]
+    assert _run("train", *cfg, "--param", "n_estimators=20") == 0
+    train = json.loads((out / "train.json").read_text())
+    ref = registry.get("release-risk", train["version"])
+    digest = f"sha256:{tree_digest(out / 'model')}"
+    assert ref.tags[MODEL_DIGEST_TAG] == digest == train["model_digest"]
+    assert train["model_dir"] == "model"
+    # The copy is the registry's model: same predictions as the one MLflow loads.
+    from slipway.config import load_config
+    from slipway.propose.contract import prepare, read_dataset
+
+    config = load_config(project)
+    features, _ = prepare(read_dataset(project.parent / "data" / "eval.csv").head(50), config)
+    copied = load_copy(out / "model", ref).predict_proba(features)
+    assert (copied == registry.load(ref).predict_proba(features)).all()
+    capsys.readouterr()
+
+    assert _run("gate", *cfg) == 0
+    assert f"using {out / 'model'}: v{ref.version}'s registered bytes" in capsys.readouterr().err
+
+
+def test_gate_loads_from_the_registry_when_the_copy_is_not_the_registered_bytes(
+    project, tracking_uri, registry, tmp_path, capsys
+):
+    from slipway.registry import load_copy
+
+    out = tmp_path / "out"
+    cfg = ["--config", str(project), "--out", str(out)]
+    assert _run("train", *cfg, "--param", "n_estimators=20") == 0
+    ref = registry.get("release-risk", "1")
+    _tamper(out / "model")
+    assert load_copy(out / "model", ref) is None
+    capsys.readouterr()
+    assert _run("gate", *cfg) == 0
+    err = capsys.readouterr().err
+    assert "loading release-risk v1 from the registry" in err and "registered bytes" not in err
+
+
+def test_load_copy_refuses_what_it_cannot_vouch_for(project, tracking_uri, registry, tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from slipway.registry import MODEL_DIGEST_TAG, load_copy
+
+    out = tmp_path / "out"
+    assert (
+        _run("train", "--config", str(project), "--out", str(out), "--param", "n_estimators=5") == 0
+    )
+    ref = registry.get("release-risk", "1")
+    assert load_copy(out / "model", ref) is not None
+    untagged = dataclasses.replace(
+        ref, tags={k: v for k, v in ref.tags.items() if k != MODEL_DIGEST_TAG}
+    )
+    assert load_copy(out / "model", untagged) is None
+    assert load_copy(tmp_path / "nowhere", ref) is None
+    mlmodel = out / "model" / "MLmodel"
+    document = yaml.safe_load(mlmodel.read_text())
+    document["flavors"]["sklearn"]["serialization_format"] = "skops"
+    mlmodel.write_text(yaml.safe_dump(document))
+    assert load_copy(out / "model", ref) is None  # another format (and another digest)

@@ -39,6 +39,7 @@ install)
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root"
     touch "$stamp"
     echo "::endgroup::"
+    echo "Slipway's environment size: $(du -sm "$VENV" | cut -f1) MB"
   fi
   # Point the editable install at this checkout (a reused environment may know another one).
   # For Slipway's src layout the editable install is one .pth line naming the source directory;

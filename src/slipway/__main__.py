@@ -1,7 +1,5 @@
 """Run the CLI as `python -m slipway`."""
 
-import sys
+from slipway.cli import run
 
-from slipway.cli import main
-
-sys.exit(main())
+run()

@@ -7,7 +7,7 @@ from datetime import date
 from pathlib import Path
 
 from slipway import __version__
-from slipway.config import DEFAULT_CONFIG
+from slipway.fsutil import DEFAULT_CONFIG
 
 DEFAULT_OUT = Path(".slipway/out")
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 from slipway.arguments import build_parser
-from slipway.config import load_config, parse_param
 from slipway.errors import SlipwayError
 
 for _name, _value in (
@@ -33,6 +33,8 @@ def progress(message: str) -> None:
 
 
 def _config(args: argparse.Namespace):
+    from slipway.config import load_config, parse_param  # deferred: `report` needs no pydantic
+
     config = load_config(args.config)
     overrides = dict(parse_param(text) for text in getattr(args, "param", None) or [])
     return config.with_params(overrides) if overrides else config
@@ -40,8 +42,7 @@ def _config(args: argparse.Namespace):
 
 def _registry(in_child: bool = False, logs_models: bool = False):
     """The MLflow registry; with ``in_child``, run by a child process that imports MLflow
-    while this one works. Only for commands whose MLflow calls all go through the registry:
-    packaging calls MLflow itself. ``logs_models`` for commands that train."""
+    while this one works. ``logs_models`` for commands that train."""
     from slipway.registry import MlflowRegistry
     from slipway.registry_process import ProcessRegistry  # deferred: MLflow is slow
 
@@ -139,7 +140,14 @@ def cmd_package(args: argparse.Namespace) -> int:
             f"no version to package: {args.out / 'train.json'} does not exist",
             "pass --version N or run `slipway train` first",
         )
-    document = package(_config(args), _registry(), version, args.out, progress, args.config)
+    from slipway.registry import RestReads, default_tracking_uri
+
+    # With the copy `train` left, packaging reads one version's tags: over REST, no MLflow.
+    registry = RestReads(default_tracking_uri(), lambda: _registry(in_child=True))
+    try:
+        document = package(_config(args), registry, version, args.out, progress, args.config)
+    finally:
+        registry.close()
     print(f"bento {document['bento_tag']} digest {document['digest']}")
     _github_output({"bento-tag": document["bento_tag"], "digest": document["digest"]})
     return 0
@@ -269,5 +277,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``slipway`` console script: :func:`main`, then exit at once.
+
+    Every output is written and every child process stopped when ``main`` returns, so the
+    interpreter's teardown of MLflow, scikit-learn and BentoML (up to a second a command)
+    buys nothing.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

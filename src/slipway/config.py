@@ -9,8 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slipway.errors import ConfigError
+from slipway.fsutil import DEFAULT_CONFIG
 
-DEFAULT_CONFIG = Path("model/slipway.yaml")
 REGRESSION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 THRESHOLD_METRICS = (*REGRESSION_METRICS, "pr_auc")
 

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+DEFAULT_CONFIG = Path("model/slipway.yaml")  # the model project, from the repository root
+
 
 def state_dir() -> Path:
     """Where Slipway keeps its state: ``SLIPWAY_HOME`` (default ``.slipway``), read when called."""
@@ -47,4 +49,14 @@ def sha256_file(path: Path) -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_digest(root: Path, files: list[Path] | None = None) -> str:
+    """SHA-256 over the relative paths and contents of ``files`` (default: all under ``root``)."""
+    chosen = files if files is not None else [p for p in root.rglob("*") if p.is_file()]
+    digest = hashlib.sha256()
+    for path in sorted(chosen, key=lambda p: p.relative_to(root).as_posix()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(sha256_file(path).encode() + b"\n")
     return digest.hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from slipway.propose.datasets import split_paths, validate, write_lock
 from slipway.propose.gate import CHAMPION_ALIAS, judge, load_champion, record
 from slipway.propose.report import write_report
 from slipway.propose.training import fit_locked, register
-from slipway.registry import Registry
+from slipway.registry import MODEL_COPY_DIR, Registry
 
 OUTPUTS = ("validation.json", "train.json", "gate.json", "package.json", "report.md")
 # The demo's first model: deliberately small, so the challenger has something to beat.
@@ -41,6 +42,7 @@ def run_pr(
     """
     for name in OUTPUTS:  # a report must never mix this run with an earlier one
         (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / MODEL_COPY_DIR, ignore_errors=True)
     champion = _in_background(load_champion, config, registry)
     progress("[1/5] validate")
     validation = validate(config)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slipway.errors import RegistryError
-from slipway.fsutil import state_dir
+from slipway.fsutil import state_dir, tree_digest
 
 try:
     import fcntl
@@ -33,6 +35,11 @@ PREFLIGHT_TIMEOUT_S = 5.0
 # is read from the model's own MLmodel file, so it stops nothing that can write to the registry.
 # The registry is trusted either way: Slipway loads models from nowhere else.
 SERIALIZATION_FORMAT = "cloudpickle"
+# SHA-256 over the version's MLflow model directory, set when it is registered: a local copy
+# with this digest holds exactly the registered bytes (see fsutil.tree_digest).
+MODEL_DIGEST_TAG = "slipway.model_digest"
+# Where `slipway train` leaves that copy inside its output directory, for gate and package.
+MODEL_COPY_DIR = "model"
 
 
 def _not_the_pickle_warning(record: logging.LogRecord) -> bool:
@@ -68,8 +75,13 @@ class Registry(ABC):
         params: dict[str, Any],
         metrics: dict[str, float],
         tags: dict[str, str],
+        copy_to: str | None = None,
     ) -> ModelRef:
-        """Log a fitted model with its run and register it as a new version."""
+        """Log a fitted model with its run and register it as a new version.
+
+        With ``copy_to``, also leave the registered MLflow model directory there, and tag the
+        version with its digest (:data:`MODEL_DIGEST_TAG`) so later steps can use the copy.
+        """
 
     def submit_log_and_register(
         self,
@@ -79,6 +91,7 @@ class Registry(ABC):
         params: dict[str, Any],
         metrics: dict[str, float],
         tags: dict[str, str],
+        copy_to: str | None = None,
     ) -> Future[ModelRef]:
         """Start :meth:`log_and_register`; the future holds the version once registered.
 
@@ -87,7 +100,9 @@ class Registry(ABC):
         """
         future: Future[ModelRef] = Future()
         try:
-            future.set_result(self.log_and_register(name, model, example, params, metrics, tags))
+            future.set_result(
+                self.log_and_register(name, model, example, params, metrics, tags, copy_to)
+            )
         except Exception as exc:
             future.set_exception(exc)
         return future
@@ -124,6 +139,33 @@ class Registry(ABC):
         """A browser link to the run when the tracking server has a UI."""
 
 
+def load_copy(path: Path, ref: ModelRef) -> Any | None:
+    """The model in a local copy of ``ref``'s MLflow model directory, when the copy's digest
+    is the one the registry recorded and it is saved in Slipway's format; else None.
+
+    Loading it costs no download and no MLflow import; the digest makes it the same bytes.
+    """
+    expected = ref.tags.get(MODEL_DIGEST_TAG)
+    if not expected or not (path / "MLmodel").is_file():
+        return None
+    import yaml
+
+    try:
+        mlmodel = yaml.safe_load((path / "MLmodel").read_text(encoding="utf-8"))
+        flavor = mlmodel["flavors"]["sklearn"]
+        pickled = path / flavor["pickled_model"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    if flavor.get("serialization_format") != SERIALIZATION_FORMAT or not pickled.is_file():
+        return None
+    if f"sha256:{tree_digest(path)}" != expected:
+        return None
+    import cloudpickle
+
+    with pickled.open("rb") as handle:
+        return cloudpickle.load(handle)
+
+
 def default_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set, else SQLite under the state directory."""
     configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
@@ -145,7 +187,37 @@ def _preflight(uri: str) -> None:
                 "MLFLOW_TRACKING_URI, or unset it to use the local SQLite registry",
             ) from exc
     elif uri.startswith("sqlite:///"):
+        import importlib.util
+
+        if (
+            importlib.util.find_spec("alembic") is None
+            or importlib.util.find_spec("sqlalchemy") is None
+        ):
+            raise RegistryError(
+                f"the registry {uri} is a SQLite file, which needs the full `mlflow` package; "
+                "this environment has only MLflow's tracking client (mlflow-skinny)",
+                "set MLFLOW_TRACKING_URI to a tracking server, or install `slipway[local]`",
+            )
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _seed_requirement_check() -> None:
+    """Spare MLflow its scan of every installed distribution (≈0.8 s) before the first save.
+
+    MLflow maps all importable modules to their distributions only to check that the running
+    environment satisfies the model's pip requirements. Slipway passes those requirements
+    itself, pinned from the running versions (``scikit-learn``, and the ``mlflow`` pin MLflow
+    adds), so the map needs only those. Slipway never asks MLflow to infer requirements, the
+    one other use of the map.
+    """
+    with contextlib.suppress(Exception):
+        from mlflow.utils import requirements_utils
+
+        if requirements_utils._MODULES_TO_PACKAGES is None:
+            requirements_utils._MODULES_TO_PACKAGES = {
+                "sklearn": ["scikit-learn"],
+                **requirements_utils.MLFLOW_MODULES_TO_PACKAGES,
+            }
 
 
 class MlflowRegistry(Registry):
@@ -173,11 +245,10 @@ class MlflowRegistry(Registry):
             import mlflow
             import mlflow.sklearn
 
-            if self.logs_models:  # MLflow scans the installed packages on the first save
-                with contextlib.suppress(Exception):
-                    from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+            if self.logs_models:
+                import sklearn.pipeline  # noqa: F401 - the model to log unpickles into it
 
-                    _init_modules_to_packages_map()
+                _seed_requirement_check()
 
             mlflow.set_tracking_uri(self.tracking_uri)
             self._connected["mlflow"] = mlflow
@@ -223,7 +294,9 @@ class MlflowRegistry(Registry):
             location = (database.parent / "artifacts").resolve().as_uri()
         return self._client.create_experiment(name, artifact_location=location)
 
-    def log_and_register(self, name, model, example, params, metrics, tags) -> ModelRef:
+    def log_and_register(
+        self, name, model, example, params, metrics, tags, copy_to=None
+    ) -> ModelRef:
         self._wait()
         import mlflow.sklearn
         import sklearn
@@ -250,9 +323,32 @@ class MlflowRegistry(Registry):
                     model_id=logged.model_id,  # a tracking server requires it with models:/ sources
                     tags=tags,
                 )
+            tags = dict(tags)
+            if copy_to is not None:
+                ref = ModelRef(name, str(version.version), run.info.run_id)
+                tags[MODEL_DIGEST_TAG] = self._copy_model(ref, Path(copy_to))
+                self.tag(name, ref.version, {MODEL_DIGEST_TAG: tags[MODEL_DIGEST_TAG]})
         except self._mlflow.exceptions.MlflowException as exc:
             raise RegistryError(f"MLflow refused to register {name}: {exc}", _REGISTRY_FIX) from exc
-        return ModelRef(name, str(version.version), run.info.run_id, dict(tags))
+        return ModelRef(name, str(version.version), run.info.run_id, tags)
+
+    def _copy_model(self, ref: ModelRef, target: Path) -> str:
+        """Download the registered model directory to ``target`` (replaced whole); its digest.
+
+        What is copied is what the registry stores, read back, not what was sent to it.
+        """
+        import mlflow.artifacts
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".model-", dir=target.parent) as tmp:
+            into = Path(tmp) / "download"
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=into))
+            digest = f"sha256:{tree_digest(local)}"
+            old = Path(tmp) / "old"
+            if target.exists():
+                target.rename(old)
+            local.rename(target)
+        return digest
 
     def _registered(self, name: str) -> bool:
         try:
@@ -316,6 +412,87 @@ class MlflowRegistry(Registry):
         return (
             f"{self.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
         )
+
+
+class RestReads(Registry):
+    """Reads a version straight from a tracking server's REST API, without importing MLflow.
+
+    Every other call, and any read the API does not answer with the version, goes to the full
+    registry ``make_full`` creates on first use, so errors are MLflow's own. For a step that
+    only needs a version's tags (``slipway package`` with the copy ``train`` left), importing
+    the MLflow client (about a second) buys nothing.
+    """
+
+    def __init__(self, tracking_uri: str, make_full: Callable[[], Registry]) -> None:
+        self.tracking_uri = tracking_uri
+        self._make_full = make_full
+        self._registry: Registry | None = None
+
+    def _full(self) -> Registry:
+        if self._registry is None:
+            self._registry = self._make_full()
+        return self._registry
+
+    def get(self, name: str, version: str) -> ModelRef:
+        found = _rest_version(self.tracking_uri, name, str(version))
+        return found if found is not None else self._full().get(name, version)
+
+    def log_and_register(self, *args: Any, **kwargs: Any) -> ModelRef:
+        return self._full().log_and_register(*args, **kwargs)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        self._full().log_metrics(run_id, metrics)
+
+    def alias(self, name: str, alias: str) -> ModelRef | None:
+        return self._full().alias(name, alias)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._full().set_alias(name, alias, version)
+
+    def tag(self, name: str, version: str, tags: dict[str, str]) -> None:
+        self._full().tag(name, version, tags)
+
+    def load(self, ref: ModelRef) -> Any:
+        return self._full().load(ref)
+
+    def run_url(self, run_id: str | None) -> str | None:
+        return self._full().run_url(run_id)
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
+def _rest_version(tracking_uri: str, name: str, version: str) -> ModelRef | None:
+    """``GET model-versions/get`` with MLflow's credentials and TLS settings; None unless a
+    server answered with the version."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    import requests  # deferred: only a tracking server needs it
+
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or (
+        os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+    )
+    try:
+        answer = requests.get(
+            f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/model-versions/get",
+            params={"name": name, "version": version},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            auth=(user, password or "") if user and not token else None,
+            verify=verify,
+            cert=os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None,
+            timeout=PREFLIGHT_TIMEOUT_S,
+        )
+        found = answer.json()["model_version"] if answer.status_code == 200 else None
+        if found is None or str(found["version"]) != version or found["name"] != name:
+            return None
+        tags = {tag["key"]: tag.get("value", "") for tag in found.get("tags", [])}
+        return ModelRef(name, version, found.get("run_id") or None, tags)
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return None
 
 
 _REGISTRY_FIX = "check that the MLflow tracking server is healthy and MLFLOW_TRACKING_URI is right"

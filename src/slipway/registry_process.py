@@ -134,11 +134,14 @@ class ProcessRegistry(Registry):
     def _call(self, method: str, *args: Any) -> Any:
         return self._submit(method, *args).result()
 
-    def log_and_register(self, name, model, example, params, metrics, tags) -> ModelRef:
-        return self._call("log_and_register", name, model, example, params, metrics, tags)
+    def log_and_register(
+        self, name, model, example, params, metrics, tags, copy_to=None
+    ) -> ModelRef:
+        return self._call("log_and_register", name, model, example, params, metrics, tags, copy_to)
 
-    def submit_log_and_register(self, name, model, example, params, metrics, tags):
-        return self._submit("log_and_register", name, model, example, params, metrics, tags)
+    def submit_log_and_register(self, name, model, example, params, metrics, tags, copy_to=None):
+        args = (name, model, example, params, metrics, tags, copy_to)
+        return self._submit("log_and_register", *args)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         self._call("log_metrics", run_id, metrics)

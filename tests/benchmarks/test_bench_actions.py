@@ -1,17 +1,21 @@
-"""pr.yml under act against `slipway pr` on the same tree, both with dependencies installed.
+"""pr.yml under act, its steps' commands back to back, and `slipway pr`, on the same tree.
 
-Target: wall-time ratio <= 1.3 (the actions add little on top of the CLI). The setup action's
-environment is made ready by one untimed run first, as on a runner whose cache hits. Both sides use
-the same MLflow server on 127.0.0.1. Also printed: the five commands the workflow's jobs run, one
-after another in fresh processes as the jobs do, which separates what the actions layer costs from
-what one process saves by importing once; and the setup action's cold install time (a workflow that
-only runs the setup action into a fresh directory).
+Targets, as wall-time ratios measured in one run:
+- pr.yml under act vs the five commands its steps run, back to back in fresh processes: <= 1.15
+  (what act, the setup action and the step hand-offs add);
+- those commands back to back vs `slipway pr`: <= 1.5 (what fresh processes cost over one);
+- so pr.yml under act vs `slipway pr`: <= 1.7.
+The setup action's environment is made ready by one untimed run first, as on a runner whose cache
+hits; all three use the same MLflow server on 127.0.0.1. Also printed: the setup action's cold
+install time and the size of the environment it installs (a workflow that only runs the setup
+action into a fresh directory).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -22,7 +26,8 @@ from benchlib import report
 
 from act_harness import ACT, MlflowServer, commit, make_repo, pull_request_event, run_act
 
-TARGET_RATIO = 1.3
+ROUNDS = 3
+TARGETS = {"act/steps": 1.15, "steps/pr": 1.5, "act/pr": 1.7}
 SETUP_ONLY = """\
 name: setup-only
 on: workflow_dispatch
@@ -60,28 +65,48 @@ def test_pr_workflow_under_act_vs_slipway_pr(tmp_path, mlflow_uri):
     warm = run_act(repo, "pull_request", event, "pr.yml", tmp_path / "warm", variables=variables)
     assert warm.returncode == 0, warm.log[-3000:]
 
-    timed = run_act(repo, "pull_request", event, "pr.yml", tmp_path / "timed", variables=variables)
-    assert timed.returncode == 0, timed.log[-3000:]
-    assert set(timed.jobs.values()) == {"succeeded"}, timed.jobs
-
-    cli_seconds = _slipway(repo, mlflow_uri, ["pr", "--out", str(tmp_path / "cli")])
-    assert (tmp_path / "cli" / "package.json").is_file()
-    steps_seconds = sum(
-        _slipway(repo, mlflow_uri, [command, "--out", str(tmp_path / "steps")])
-        for command in ("validate", "train", "gate", "package", "report")
+    # Interleaved rounds, so a change of load on the machine touches all three alike; medians.
+    act_runs, steps_runs, cli_runs = [], [], []
+    for n in range(ROUNDS):
+        timed = run_act(
+            repo, "pull_request", event, "pr.yml", tmp_path / f"timed{n}", variables=variables
+        )
+        assert timed.returncode == 0, timed.log[-3000:]
+        assert set(timed.jobs.values()) == {"succeeded"}, timed.jobs
+        act_runs.append(timed.seconds)
+        out = tmp_path / f"steps{n}"
+        steps_runs.append(
+            sum(
+                _slipway(repo, mlflow_uri, [command, "--out", str(out)])
+                for command in ("validate", "train", "gate", "package", "report")
+            )
+        )
+        assert (out / "report.md").is_file()
+        cli_runs.append(_slipway(repo, mlflow_uri, ["pr", "--out", str(tmp_path / f"cli{n}")]))
+        assert (tmp_path / f"cli{n}" / "package.json").is_file()
+    timed_seconds, steps_seconds, cli_seconds = map(
+        statistics.median, (act_runs, steps_runs, cli_runs)
     )
-    assert (tmp_path / "steps" / "report.md").is_file()
-
-    ratio = timed.seconds / cli_seconds
-    verdict = "met" if ratio <= TARGET_RATIO else "missed"
     report(
-        f"pr.yml under act vs slipway pr: {timed.seconds:.1f} s vs {cli_seconds:.1f} s, "
-        f"ratio {ratio:.2f} (target <= {TARGET_RATIO}: {verdict})"
+        f"pr.yml rounds {_seconds(act_runs)}; steps {_seconds(steps_runs)}; "
+        f"slipway pr {_seconds(cli_runs)} (medians below)"
     )
-    report(
-        f"pr.yml under act vs its five slipway commands run back to back: {timed.seconds:.1f} s "
-        f"vs {steps_seconds:.1f} s, ratio {timed.seconds / steps_seconds:.2f}"
-    )
+    figures = {
+        "act/steps": (timed_seconds, steps_seconds, "pr.yml under act vs its steps' commands"),
+        "steps/pr": (steps_seconds, cli_seconds, "its steps' commands back to back vs slipway pr"),
+        "act/pr": (timed_seconds, cli_seconds, "pr.yml under act vs slipway pr"),
+    }
+    for key, (slipway, baseline, what) in figures.items():
+        ratio = slipway / baseline
+        verdict = "met" if ratio <= TARGETS[key] else "missed"
+        report(
+            f"{what}: {slipway:.1f} s vs {baseline:.1f} s, ratio {ratio:.2f} "
+            f"(target <= {TARGETS[key]}: {verdict})"
+        )
+
+
+def _seconds(runs: list[float]) -> str:
+    return ", ".join(f"{s:.1f}" for s in runs) + " s"
 
 
 def _slipway(repo: Path, mlflow_uri: str, arguments: list[str]) -> float:
@@ -110,7 +135,10 @@ def test_setup_action_cold_install(tmp_path):
     assert run.returncode == 0, run.log[-3000:]
     installed = re.search(r"set up in (\d+) s \(ready: false\)", run.log)
     assert installed, "the setup action did not install a fresh environment"
+    size = re.search(r"environment size: (\d+) MB", run.log)
+    assert size, "the setup action did not print the environment's size"
     report(
-        f"setup action, cold install into a fresh environment: {installed.group(1)} s "
-        f"(whole job {run.seconds:.1f} s; the package index cache of this machine was warm)"
+        f"setup action, cold install into a fresh environment: {installed.group(1)} s, "
+        f"{size.group(1)} MB on disk (whole job {run.seconds:.1f} s; the package index cache of "
+        "this machine was warm)"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from slipway.propose import gate_rules
 from slipway.propose.contract import prepare, read_dataset
 from slipway.propose.datasets import check_lock, split_paths
 from slipway.propose.evaluation import Scores, bootstrap, group_recall, point_metrics
-from slipway.registry import ModelRef, Registry
+from slipway.registry import MODEL_COPY_DIR, ModelRef, Registry, load_copy
 
 SCHEMA = "slipway.gate/1"
 CHAMPION_ALIAS = "production"
@@ -254,7 +255,13 @@ def run_gate(
     """Evaluate, judge, tag the candidate with the verdict and write ``gate.json``."""
     digests = check_lock(config)
     candidate = registry.get(config.name, candidate_version(out_dir, version))
-    champion = load_champion(config, registry)
-    progress(f"loading {config.name} v{candidate.version}")
-    judgement = judge(config, registry.load(candidate), lambda: champion, digests, progress)
+    with ThreadPoolExecutor(1, thread_name_prefix="champion") as pool:
+        champion = pool.submit(load_champion, config, registry)  # the registry loads it meanwhile
+        model = load_copy(out_dir / MODEL_COPY_DIR, candidate)
+        if model is None:
+            progress(f"loading {config.name} v{candidate.version} from the registry")
+            model = registry.load(candidate)
+        else:
+            progress(f"using {out_dir / MODEL_COPY_DIR}: v{candidate.version}'s registered bytes")
+        judgement = judge(config, model, champion.result, digests, progress)
     return record(config, registry, out_dir, candidate, judgement)

@@ -23,7 +23,7 @@ from slipway.fsutil import write_json
 from slipway.progress import Progress
 from slipway.propose.contract import prepare, read_dataset
 from slipway.propose.datasets import check_lock, split_paths
-from slipway.registry import Registry
+from slipway.registry import MODEL_COPY_DIR, MODEL_DIGEST_TAG, Registry
 
 SCHEMA = "slipway.train/1"
 
@@ -151,6 +151,7 @@ def register(
             "train_positive_share": float(fitted.target.mean()),
         },
         tags,
+        copy_to=str(out_dir / MODEL_COPY_DIR),
     )
 
     def finish() -> dict[str, Any]:
@@ -166,6 +167,8 @@ def register(
             "tracking_uri": registry.tracking_uri,
             "params": params,
             "tags": tags,
+            "model_dir": MODEL_COPY_DIR,
+            "model_digest": ref.tags.get(MODEL_DIGEST_TAG),
             "train_rows": len(fitted.target),
             "python": sys.version.split()[0],
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),

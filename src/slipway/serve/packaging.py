@@ -25,9 +25,15 @@ import yaml
 
 from slipway.config import ModelConfig
 from slipway.errors import PackagingError
-from slipway.fsutil import read_json, sha256_file, state_dir, write_json
+from slipway.fsutil import read_json, state_dir, tree_digest, write_json
 from slipway.progress import Progress
-from slipway.registry import Registry, default_tracking_uri
+from slipway.registry import (
+    MODEL_COPY_DIR,
+    MODEL_DIGEST_TAG,
+    ModelRef,
+    Registry,
+    default_tracking_uri,
+)
 from slipway.serve.service import bento_model_tag
 
 SCHEMA = "slipway.package/1"
@@ -86,28 +92,25 @@ def bentoml_executable() -> str:
     return found
 
 
-def tree_digest(root: Path, files: list[Path] | None = None) -> str:
-    """SHA-256 over the relative paths and contents of ``files`` (default: all under ``root``)."""
-    chosen = files if files is not None else [p for p in root.rglob("*") if p.is_file()]
-    digest = hashlib.sha256()
-    for path in sorted(chosen, key=lambda p: p.relative_to(root).as_posix()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(sha256_file(path).encode() + b"\n")
-    return digest.hexdigest()
-
-
 def model_dir(home: Path, tag: str) -> Path:
     name, version = tag.split(":")
     return home / "models" / name / version
 
 
 def import_model(
-    config: ModelConfig, registry: Registry, version: str, progress: Progress = lambda _m: None
+    config: ModelConfig,
+    registry: Registry,
+    version: str,
+    progress: Progress = lambda _m: None,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Copy a registered version into the BentoML store under its exact tag (idempotent).
 
     The MLflow model is loaded once before it is stored, so a version whose model file cannot
-    be loaded is refused here rather than at serving time.
+    be loaded is refused here rather than at serving time. When ``out_dir`` holds the copy
+    ``slipway train`` left (``OUT/model``) with the registry's digest, that copy is stored
+    instead of downloading the version; and when ``OUT/gate.json`` passed this version, which
+    the gate loaded and scored, it is not loaded again.
     """
     home = bentoml_home(registry.tracking_uri)
     tag = bento_model_tag(config.name, str(version))
@@ -125,21 +128,11 @@ def import_model(
         progress(f"model {tag} already in {home}")
         return {"tag": tag, "path": str(stored), "reused": True, **_digest_of(stored)}
     progress(f"importing {ref.uri} into the BentoML store as {tag}")
-    import mlflow.artifacts
-    import mlflow.sklearn
-
     with tempfile.TemporaryDirectory(prefix="slipway-model-") as tmp, _quiet_bentoml():
         import bentoml  # deferred: importing BentoML costs seconds
         from bentoml._internal.models import ModelStore
 
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=tmp))
-            mlflow.sklearn.load_model(str(local))
-        except Exception as exc:
-            raise PackagingError(
-                f"cannot load {ref.uri} for packaging: {type(exc).__name__}: {exc}",
-                "check that the version was logged by `slipway train` with this MLflow",
-            ) from exc
+        local = _verified_copy(out_dir, ref, progress) or _download(registry, ref, Path(tmp))
         digest = tree_digest(local)
         with bentoml.models.create(
             tag,
@@ -154,6 +147,46 @@ def import_model(
         ) as created:
             shutil.copytree(local, created.path_of(MLFLOW_DIR))
     return {"tag": tag, "path": str(stored), "reused": False, "model_digest": f"sha256:{digest}"}
+
+
+def _verified_copy(out_dir: Path | None, ref: ModelRef, progress: Progress) -> Path | None:
+    """``OUT/model`` when it holds ``ref``'s registered bytes and ``OUT/gate.json`` passed
+    this very version (so it was loaded and scored there); else None."""
+    if out_dir is None:
+        return None
+    copy = out_dir / MODEL_COPY_DIR
+    expected = ref.tags.get(MODEL_DIGEST_TAG)
+    gate = out_dir / "gate.json"
+    if not expected or not copy.is_dir() or not gate.is_file():
+        return None
+    try:
+        candidate = read_json(gate)["candidate"]
+        passed = read_json(gate)["status"] == "pass"
+    except (ValueError, KeyError, TypeError):
+        return None
+    same = str(candidate.get("version")) == ref.version and candidate.get("run_id") == ref.run_id
+    if not (passed and same and f"sha256:{tree_digest(copy)}" == expected):
+        return None
+    progress(f"using {copy}: the registered bytes the gate passed")
+    return copy
+
+
+def _download(registry: Registry, ref: ModelRef, into: Path) -> Path:
+    """Download ``ref``'s MLflow model and load it once, so a broken one is refused here."""
+    import mlflow
+    import mlflow.artifacts
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=into))
+        mlflow.sklearn.load_model(str(local))
+    except Exception as exc:
+        raise PackagingError(
+            f"cannot load {ref.uri} for packaging: {type(exc).__name__}: {exc}",
+            "check that the version was logged by `slipway train` with this MLflow",
+        ) from exc
+    return local
 
 
 @contextlib.contextmanager
@@ -196,7 +229,7 @@ def package(
     ``config_path`` is the slipway.yaml bundled as the contract (default: the project's).
     """
     config_path = config_path or config.root / "slipway.yaml"
-    model = import_model(config, registry, version, progress)
+    model = import_model(config, registry, version, progress, out_dir)
     home = bentoml_home(registry.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="slipway-bento-") as tmp:
         context = Path(tmp)

@@ -113,3 +113,30 @@ def test_the_bento_bundles_exactly_what_the_service_imports():
                 todo.extend(_slipway_imports(source))
     bundled = {_source(m).relative_to(SRC / "slipway").as_posix() for m in seen}
     assert bundled == set(SERVICE_MODULES)
+
+
+def test_every_package_the_platform_imports_is_pinned_in_pyproject():
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    pinned = {
+        requirement.split("==")[0].lower().replace("_", "-")
+        for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+            "dependencies"
+        ]
+    }
+    distributions = packages_distributions()
+    imported: set[str] = set()
+    for path in [*SRC.rglob("*.py"), REPO / "bento" / "service.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"slipway", "__future__"}
+    unpinned = {
+        module: distributions.get(module)
+        for module in third_party
+        if not {d.lower().replace("_", "-") for d in distributions.get(module, [])} & pinned
+    }
+    assert not unpinned  # a workflow step's environment installs only these pins

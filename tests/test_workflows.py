@@ -114,6 +114,7 @@ def test_good_pr_goes_green_and_gets_one_comment_that_reruns_edit(workflows, goo
     [body] = comments(gh, 1)
     assert "| metric | candidate | production |" in body
     assert re.search(r"✅ .*threshold", body), body
+    assert not (root / "good-run1" / "slipway-report" / "model").exists()  # outputs only
     recorded = json.loads((root / "good-run1" / "slipway-report" / "pr.json").read_text())
     assert recorded == {"number": 1, "head_sha": sha}
 

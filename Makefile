@@ -38,6 +38,7 @@ $(ACTIONLINT):
 # test_bench_serving.py drives the servers with wrk (installed here when missing).
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(VENV)/bin/python -m compileall -q src/slipway  # as the setup action does for workflow steps
 	$(VENV)/bin/python -m pytest tests/benchmarks -s -p no:cacheprovider -o addopts=""
 
 lint: $(STAMP) $(ACTIONLINT)

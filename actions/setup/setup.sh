@@ -51,6 +51,9 @@ install)
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
       --no-build-isolation -e "$root"
   fi
+  # Compile Slipway's sources once here, so that no later step's process compiles them again
+  # (Python writes no bytecode where PYTHONDONTWRITEBYTECODE is set).
+  "$VENV/bin/python" -m compileall -q -j 0 "$root/src/slipway" >/dev/null
   echo "$VENV/bin" >>"$GITHUB_PATH"
   {
     echo "MLFLOW_DISABLE_TELEMETRY=true"

@@ -116,7 +116,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    registry = _registry(in_child=True)  # MLflow loads in the child while gating imports
+    from slipway.registry import RestReads, default_tracking_uri
+
+    # Reads over REST; MLflow loads in the child meanwhile, for the champion and the tags.
+    registry = RestReads(default_tracking_uri(), lambda: _registry(in_child=True), eager=True)
     try:
         from slipway.propose.gate import run_gate
 

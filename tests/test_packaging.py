@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 
 from slipway.cli import main
 from slipway.config import load_config
-from slipway.errors import ConfigError
+from slipway.errors import ConfigError, PackagingError
 from slipway.manifests import (
     Manifest,
     load_manifest,
@@ -24,10 +25,11 @@ from slipway.manifests import (
 from slipway.propose.contract import prepare, read_dataset
 from slipway.propose.training import train
 from slipway.registry import SERIALIZATION_FORMAT
-from slipway.serve.packaging import SERVICE_MODULES
+from slipway.serve import packaging
+from slipway.serve.packaging import ARCHIVE_TAGS, SERVICE_MODULES, fetch_bento
 
 REPO = Path(__file__).resolve().parent.parent
-KEY_ORDER = ["environment", "model", "version", "digest", "rollout"]
+KEY_ORDER = ["environment", "model", "version", "digest", "target", "promotion", "rollout"]
 ROLLOUT_ORDER = ["mode", "candidate_version", "canary_percent"]
 
 
@@ -127,7 +129,7 @@ def test_package_builds_a_bento_once_and_reuses_it(
     assert first["model_tag"] == "release-risk:v1"
     assert first["bento_tag"].startswith("release-risk-service:v1-")
     assert first["digest"].startswith("sha256:") and len(first["digest"]) == 71
-    assert first["reused"] == {"model": False, "bento": False}
+    assert first["reused"] == {"model": False, "bento": False, "archive": False}
     written = outputs.read_text()
     assert f"bento-tag={first['bento_tag']}\n" in written
     assert f"digest={first['digest']}\n" in written
@@ -144,7 +146,7 @@ def test_package_builds_a_bento_once_and_reuses_it(
 
     assert main(["package", "--config", str(project), "--out", str(out), "--version", "1"]) == 0
     second = yaml.safe_load((out / "package.json").read_text())
-    assert second["reused"] == {"model": True, "bento": True}
+    assert second["reused"] == {"model": True, "bento": True, "archive": True}
     assert (second["bento_tag"], second["digest"]) == (first["bento_tag"], first["digest"])
     assert (bentos[0] / "bento.yaml").stat().st_mtime_ns == built
     assert len(_bento_dirs(home)) == 1
@@ -246,3 +248,126 @@ def test_package_after_a_passed_gate_stores_the_copy_train_left(
     assert main(["package", *cfg]) == 0
     assert "the registered bytes the gate passed" not in capsys.readouterr().err
     assert yaml.safe_load((out / "package.json").read_text())["digest"] == first["digest"]
+
+
+# --- the Bento archive in the registry ---------------------------------------------------------
+
+
+def _archives(tracking_uri: str, run_id: str) -> list[str]:
+    from mlflow import MlflowClient
+
+    return [item.path for item in MlflowClient(tracking_uri).list_artifacts(run_id, "bento")]
+
+
+def _packaged(project: Path, registry, tmp_path: Path, monkeypatch) -> dict:
+    """Train version 1 and package it into ``tmp_path/bentoml``; package.json."""
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    out = tmp_path / "out"
+    train(load_config(project), registry, out)
+    assert main(["package", "--config", str(project), "--out", str(out), "--version", "1"]) == 0
+    return yaml.safe_load((out / "package.json").read_text())
+
+
+@pytest.mark.slow
+def test_package_stores_one_archive_with_the_run_and_tags_the_version(
+    project, registry, tracking_uri, tmp_path, monkeypatch
+):
+    first = _packaged(project, registry, tmp_path, monkeypatch)
+    ref = registry.get("release-risk", "1")
+    assert first["archive"] == f"bento/{first['bento_tag'].replace(':', '-')}.bento"
+    assert len(first["archive_sha256"]) == 64
+    assert {tag: ref.tags[tag] for tag in ARCHIVE_TAGS} == {
+        "slipway.bento_tag": first["bento_tag"],
+        "slipway.digest": first["digest"],
+        "slipway.bento_archive": first["archive"],
+        "slipway.bento_archive_sha256": first["archive_sha256"],
+    }
+    assert _archives(tracking_uri, ref.run_id) == [first["archive"]]
+    stored = next((tmp_path / "state" / "artifacts").rglob(Path(first["archive"]).name))
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == first["archive_sha256"]
+    logged = stored.stat().st_mtime_ns
+
+    out = tmp_path / "out"
+    assert main(["package", "--config", str(project), "--out", str(out), "--version", "1"]) == 0
+    second = yaml.safe_load((out / "package.json").read_text())
+    assert (second["archive"], second["archive_sha256"]) == (
+        first["archive"],
+        first["archive_sha256"],
+    )
+    assert _archives(tracking_uri, ref.run_id) == [first["archive"]]  # no second archive
+    assert stored.stat().st_mtime_ns == logged
+
+
+@pytest.mark.slow
+def test_fetch_bento_imports_the_stored_bytes_and_refuses_any_other(
+    project, registry, tracking_uri, tmp_path, monkeypatch
+):
+    first = _packaged(project, registry, tmp_path, monkeypatch)
+    config = load_config(project)
+    elsewhere = tmp_path / "elsewhere"  # another machine's empty store
+
+    with pytest.raises(PackagingError, match="not sha256:0") as wrong:
+        fetch_bento(config, registry, "1", "sha256:" + "0" * 64, elsewhere)
+    assert "slipway package" in wrong.value.hint
+    assert not elsewhere.exists() or _bento_dirs(elsewhere) == []
+
+    fetched = fetch_bento(config, registry, "1", first["digest"], elsewhere)
+    assert fetched == {"bento_tag": first["bento_tag"], "digest": first["digest"], "reused": False}
+    assert [f"{p.parent.name}:{p.name}" for p in _bento_dirs(elsewhere)] == [first["bento_tag"]]
+    assert (elsewhere / "models" / "release-risk" / "v1" / "mlflow" / "MLmodel").is_file()
+    again = fetch_bento(config, registry, "1", first["digest"], elsewhere)
+    assert again["reused"] is True
+
+    # An archive changed in the registry is refused, and nothing is imported.
+    fresh = tmp_path / "fresh"
+    stored = next((tmp_path / "state" / "artifacts").rglob(Path(first["archive"]).name))
+    original = stored.read_bytes()
+    stored.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(PackagingError, match="is not the one `slipway package` stored"):
+        fetch_bento(config, registry, "1", first["digest"], fresh)
+    assert not fresh.exists() or _bento_dirs(fresh) == []
+    stored.write_bytes(original)
+    registry.tag("release-risk", "1", {"slipway.bento_archive_sha256": "0" * 64})
+    with pytest.raises(PackagingError, match="its SHA-256 is not 0000"):
+        fetch_bento(config, registry, "1", first["digest"], fresh)
+    assert not fresh.exists() or _bento_dirs(fresh) == []
+
+
+def test_fetch_bento_of_a_version_never_packaged_names_the_fix(project, registry, tmp_path):
+    config = load_config(project)
+    train(config, registry, tmp_path / "out")
+    home = tmp_path / "bentoml"
+    with pytest.raises(PackagingError, match="no stored Bento archive") as missing:
+        fetch_bento(config, registry, "1", "sha256:" + "0" * 64, home)
+    assert "slipway.bento_archive" in missing.value.message
+    assert "`slipway package --version 1`" in missing.value.hint
+    assert not home.exists()
+
+
+def test_an_archive_that_cannot_be_stored_leaves_the_version_untagged(
+    project, registry, tmp_path, monkeypatch
+):
+    config = load_config(project)
+    train(config, registry, tmp_path / "out")
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.setattr(
+        packaging, "_export", lambda _tag, _home, target: target.write_bytes(b"bento")
+    )
+    logged: list[str] = []
+
+    def refuse(run_id: str, local_path: str, artifact_path: str) -> None:
+        raise OSError("artifact store is read-only")
+
+    monkeypatch.setattr(registry, "log_artifact", refuse)
+    store = ("release-risk-service:v1-0123456789ab", "sha256:0123456789ab" + "0" * 52)
+    with pytest.raises(PackagingError, match="read-only") as failed:
+        packaging.store_archive(config, registry, "1", *store)
+    assert "`slipway package` again" in failed.value.hint
+    assert not set(ARCHIVE_TAGS) & set(registry.get("release-risk", "1").tags)
+
+    monkeypatch.setattr(registry, "log_artifact", lambda *args: logged.append(args[2]))
+    first = packaging.store_archive(config, registry, "1", *store)
+    assert first["reused"] is False and logged == ["bento"]
+    assert first["archive_sha256"] == hashlib.sha256(b"bento").hexdigest()
+    assert packaging.store_archive(config, registry, "1", *store)["reused"] is True
+    assert logged == ["bento"]  # the same digest again: no second archive

@@ -152,6 +152,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "promote",
+        parents=[common],
+        help="point an environment at a version, or check such a change",
+        description="Rewrite environments/ENV.yaml to serve version N: only its version and "
+        "digest lines change, and only for a version that passed its gate and was packaged "
+        "(exit 1 otherwise, nothing written). With --check, run every promotion check on the "
+        "manifest against the git ref --base and write OUT/promote.json; exit 1 when one fails.",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument("--version", dest="version", type=int, metavar="N", help="version to promote")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the manifest as it stands against --base instead of changing it",
+    )
+    p.add_argument(
+        "--base",
+        default="main",
+        metavar="REF",
+        help="git ref the promotion is compared with (default: %(default)s)",
+    )
+    p.add_argument(
+        "--environments",
+        type=Path,
+        default=Path("environments"),
+        metavar="DIR",
+        help="directory of the environment manifests (default: %(default)s)",
+    )
+
+    p = sub.add_parser(
         "pr",
         parents=[common, params],
         help="validate, train, gate, package and report",

@@ -219,6 +219,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from slipway.promote import promotion
+    from slipway.registry import RestReads, default_tracking_uri
+
+    # A promotion reads one version's tags: over REST, with no MLflow, pandas or scikit-learn.
+    registry = RestReads(default_tracking_uri(), _registry)
+    if args.check:
+        document = promotion.check(args.environment, registry, args.environments, args.base)
+        path = promotion.write_check(document, args.out)
+        for item in document["checks"]:
+            print(f"{item['status']:>8}  {item['check']}: {item['reason']}")
+        print(f"promotion to {args.environment} {document['status']}s its checks ({path})")
+        _github_output({"status": document["status"]})
+        return 0 if document["status"] == "pass" else 1
+    if args.version is None:
+        from slipway.errors import ConfigError
+
+        raise ConfigError("promote needs --version N (or --check)", "pass the version to promote")
+    done = promotion.promote(args.environment, args.version, registry, args.environments)
+    print(done["title"])
+    print("\n".join(done["diff"]) or "(already there: nothing changed)")
+    progress(f"rewrote {done['path']}; commit it as “{done['title']}” and open a pull request")
+    return 0
+
+
 def cmd_pr(args: argparse.Namespace) -> int:
     from slipway.pipeline import run_pr
 
@@ -260,6 +285,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "smoke": cmd_smoke,
     "report": cmd_report,
+    "promote": cmd_promote,
     "pr": cmd_pr,
     "demo": cmd_demo,
 }

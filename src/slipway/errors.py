@@ -47,3 +47,9 @@ class ServingError(SlipwayError):
 
 class ReportError(SlipwayError):
     """The JSON outputs a report is rendered from are unreadable or not Slipway's."""
+
+
+class PromotionError(SlipwayError):
+    """A version may not be promoted (not gated, not packaged); no manifest was changed."""
+
+    exit_code = 1

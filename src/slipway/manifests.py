@@ -1,24 +1,30 @@
-"""Environment manifests, ``environments/<env>.yaml``: what is deployed where.
+"""Environment manifests, ``environments/<env>.yaml``: what is deployed where, and the rules
+a version must meet to get there.
 
 A manifest declares every field a promotion changes, in a fixed key order, so promoting a
-version is a one-line diff. :func:`update_manifest` rewrites values in place, keeping the key
-order and every comment.
+version is a diff of its ``version`` and ``digest`` lines. :func:`update_manifest` rewrites
+values in place, keeping the key order and every comment. The JSON Schema beside the
+manifests (``environments/manifest.schema.json``, :func:`schema_text`) is for editors.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slipway.errors import ConfigError
 from slipway.fsutil import atomic_write_text
 
 ENVIRONMENTS = ("staging", "production")
 DEFAULT_DIR = Path("environments")
+SCHEMA_FILE = "manifest.schema.json"
+SCHEMA_LINE = f"# yaml-language-server: $schema={SCHEMA_FILE}"
 
 
 class _Strict(BaseModel):
@@ -43,13 +49,48 @@ class Rollout(_Strict):
         return self
 
 
+class Freeze(_Strict):
+    """A window in which no promotion into the environment is merged."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freeze:
+        if self.end <= self.start:
+            raise ValueError("a freeze window must end after it starts")
+        return self
+
+    def covers(self, moment: datetime) -> bool:
+        """Whether ``moment`` falls in the window: from ``start`` up to, not including, ``end``."""
+        return self.start <= moment < self.end
+
+
+class Promotion(_Strict):
+    """What a version must have done before it is promoted into this environment."""
+
+    from_stage: Literal["staging"] | None = Field(default=None, alias="from")
+    soak_hours: float = Field(default=0, ge=0)
+    freeze: tuple[Freeze, ...] = ()
+
+    @model_validator(mode="after")
+    def _soak_needs_a_stage(self) -> Promotion:
+        if self.soak_hours and self.from_stage is None:
+            raise ValueError("soak_hours needs `from`: the stage where the version soaks")
+        return self
+
+
 class Manifest(_Strict):
-    """One environment: the model, the stable version and the rollout of a candidate."""
+    """One environment: the model, the stable version, the rules of promotion into it, and the
+    rollout of a candidate."""
 
     environment: Literal["staging", "production"]
     model: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     version: int | None = Field(ge=1)
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    target: Literal["local"] = "local"
+    promotion: Promotion = Promotion()
     rollout: Rollout = Rollout()
 
     @model_validator(mode="after")
@@ -60,6 +101,8 @@ class Manifest(_Strict):
             self.rollout.candidate_version == self.version
         ):
             raise ValueError("candidate_version equals version; a rollout needs two versions")
+        if self.promotion.from_stage == self.environment:
+            raise ValueError("promotion.from names this environment; name the stage before it")
         return self
 
     def versions(self) -> list[int]:
@@ -118,6 +161,11 @@ _COMMENTS = {
     "model": "registered model name (model/slipway.yaml `name`)",
     "version": "registered version serving the traffic; null: nothing deployed yet",
     "digest": "digest printed by `slipway package` for that version",
+    "target": "local: `bentoml serve` on 127.0.0.1",
+    "promotion": "what a version must have done before it comes here",
+    "from": "stage the version must have run in first; null: none",
+    "soak_hours": "hours it must have run there with passing smoke tests",
+    "freeze": "windows with no promotion: [{start, end, reason}], times with a zone",
     "rollout": "a candidate next to the stable version",
     "mode": "none | canary | shadow",
     "candidate_version": "registered version of the candidate; null when mode is none",
@@ -132,10 +180,11 @@ def _scalar(value: Any) -> str:
 def render_manifest(manifest: Manifest) -> str:
     """A new manifest file: every field in declaration order, each with its comment."""
     lines = [
+        SCHEMA_LINE,
         f"# What runs in {manifest.environment}. Merging a change to this file deploys it.",
-        "# Keys are fixed and always present, so a promotion is a one-line diff.",
+        "# Keys are fixed and always present: a promotion changes the version and digest lines.",
     ]
-    for key, value in manifest.model_dump().items():
+    for key, value in manifest.model_dump(mode="json", by_alias=True).items():
         if isinstance(value, dict):
             lines.append(f"{key}:  # {_COMMENTS[key]}")
             lines.extend(
@@ -169,3 +218,14 @@ def update_manifest(path: Path, changes: dict[str, Any]) -> Manifest:
     manifest = parse_manifest(updated, str(path))
     atomic_write_text(path, updated)
     return manifest
+
+
+def schema_text() -> str:
+    """The JSON Schema of a manifest, as committed in ``environments/manifest.schema.json``."""
+    schema = Manifest.model_json_schema(by_alias=True)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Slipway environment manifest",
+        **schema,
+    }
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

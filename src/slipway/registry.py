@@ -40,6 +40,8 @@ SERIALIZATION_FORMAT = "cloudpickle"
 MODEL_DIGEST_TAG = "slipway.model_digest"
 # Where `slipway train` leaves that copy inside its output directory, for gate and package.
 MODEL_COPY_DIR = "model"
+# The digest of the Bento `slipway package` built for a version: what a manifest names.
+PACKAGE_DIGEST_TAG = "slipway.digest"
 
 
 def _not_the_pickle_warning(record: logging.LogRecord) -> bool:
@@ -133,6 +135,14 @@ class Registry(ABC):
     @abstractmethod
     def load(self, ref: ModelRef) -> Any:
         """The fitted model of a version."""
+
+    @abstractmethod
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str) -> None:
+        """Store the file ``local_path`` among ``run_id``'s artifacts, in ``artifact_path``."""
+
+    @abstractmethod
+    def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str) -> str:
+        """Download the artifact ``artifact_path`` of ``run_id`` into ``dst_dir``; its path."""
 
     @abstractmethod
     def run_url(self, run_id: str | None) -> str | None:
@@ -405,6 +415,22 @@ class MlflowRegistry(Registry):
         except self._mlflow.exceptions.MlflowException as exc:
             raise RegistryError(f"cannot load {ref.uri}: {exc}", _REGISTRY_FIX) from exc
 
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str) -> None:
+        try:
+            self._client.log_artifact(run_id, local_path, artifact_path)
+        except self._mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(
+                f"cannot store {Path(local_path).name} in run {run_id}: {exc}", _REGISTRY_FIX
+            ) from exc
+
+    def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str) -> str:
+        try:
+            return self._client.download_artifacts(run_id, artifact_path, dst_dir)
+        except self._mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(
+                f"cannot download {artifact_path} of run {run_id}: {exc}", _REGISTRY_FIX
+            ) from exc
+
     def run_url(self, run_id: str | None) -> str | None:
         if run_id is None or not self.tracking_uri.startswith(("http://", "https://")):
             return None
@@ -418,11 +444,11 @@ class RestReads(Registry):
     """Reads versions and aliases, and sets tags and metrics, straight through a tracking
     server's REST API, without MLflow.
 
-    Logging a model and loading one go to the full registry ``make_full`` creates (on first
-    use, or at once with ``eager`` so that it imports MLflow while the caller works), and so
-    does any call the API does not answer plainly, so errors are MLflow's own. For a step that
-    only reads a version's tags (``slipway package`` with the copy ``train`` left) or that
-    reads and tags (``slipway gate`` with no champion to load), importing the MLflow client,
+    Logging a model, loading one and artifacts go to the full registry ``make_full`` creates
+    (on first use, or at once with ``eager`` so that it imports MLflow while the caller works),
+    and so does any call the API does not answer plainly, so errors are MLflow's own. For a
+    step that only reads a version's tags (``slipway package`` with the copy ``train`` left) or
+    that reads and tags (``slipway gate`` with no champion to load), importing the MLflow client,
     about a second, buys nothing.
     """
 
@@ -480,6 +506,12 @@ class RestReads(Registry):
 
     def load(self, ref: ModelRef) -> Any:
         return self._full().load(ref)
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str) -> None:
+        self._full().log_artifact(run_id, local_path, artifact_path)
+
+    def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str) -> str:
+        return self._full().download_artifact(run_id, artifact_path, dst_dir)
 
     def run_url(self, run_id: str | None) -> str | None:
         if run_id is None or not self.tracking_uri.startswith(("http://", "https://")):

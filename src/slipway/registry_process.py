@@ -161,6 +161,12 @@ class ProcessRegistry(Registry):
     def load(self, ref: ModelRef) -> Any:
         return self._call("load", ref)
 
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str) -> None:
+        self._call("log_artifact", run_id, local_path, artifact_path)
+
+    def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str) -> str:
+        return self._call("download_artifact", run_id, artifact_path, dst_dir)
+
     def run_url(self, run_id: str | None) -> str | None:
         return self._call("run_url", run_id)
 

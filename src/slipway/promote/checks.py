@@ -1,0 +1,156 @@
+"""The checks a promotion must pass before it merges (``slipway promote ENV --check``).
+
+Each check is a pure function of what the pull request changes, the registry's tags on the
+version and the time, and explains its verdict. Deploys record on a version where it ran and
+how its smoke tests went (:func:`deployed_tag`, :func:`smoke_tag`); the soak check reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from slipway.manifests import Manifest
+from slipway.registry import PACKAGE_DIGEST_TAG
+
+PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+GATE_TAG = "slipway.gate"
+DIGEST_TAG = PACKAGE_DIGEST_TAG  # set by `slipway package`: the Bento's digest
+OVERRIDE_FREEZE_LABEL = "slipway/override-freeze"
+PROMOTED_FIELDS = frozenset({"version", "digest"})
+
+
+def deployed_tag(environment: str) -> str:
+    """Tag on a version: when it started serving in ``environment`` (ISO 8601, UTC)."""
+    return f"slipway.deployed.{environment}"
+
+
+def smoke_tag(environment: str) -> str:
+    """Tag on a version: ``pass`` or ``fail``, its smoke tests in ``environment``."""
+    return f"slipway.smoke.{environment}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's verdict and why."""
+
+    check: str
+    status: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def one_environment(changed: list[str]) -> Check:
+    """A promotion PR changes exactly one manifest and nothing else."""
+    manifests = sorted(p for p in changed if p.startswith("environments/") and p.endswith(".yaml"))
+    others = sorted(p for p in changed if p not in manifests)
+    if len(manifests) == 1 and not others:
+        return Check("one-environment", PASS, f"changes only {manifests[0]}")
+    if not manifests:
+        return Check("one-environment", FAIL, "changes no environment manifest")
+    if len(manifests) > 1:
+        return Check(
+            "one-environment", FAIL, f"changes {len(manifests)} manifests: {', '.join(manifests)}"
+        )
+    return Check("one-environment", FAIL, f"also changes {', '.join(others)}; promote alone")
+
+
+def promoted_fields(before: Manifest | None, after: Manifest) -> Check:
+    """Only ``version`` and ``digest`` move; the rules of the environment change by review."""
+    if before is None:
+        return Check("fields", PASS, "a new manifest")
+    old, new = before.model_dump(), after.model_dump()
+    moved = sorted(key for key in new if new[key] != old.get(key))
+    rules = [key for key in moved if key not in PROMOTED_FIELDS]
+    if rules:
+        return Check("fields", FAIL, f"also changes {', '.join(rules)}: not a promotion")
+    if not moved:
+        return Check("fields", FAIL, "changes neither version nor digest")
+    return Check("fields", PASS, f"changes {' and '.join(moved)}")
+
+
+def gate_passed(version: int, tags: dict[str, str]) -> Check:
+    """The version passed its gate (the verdict ``slipway gate`` tagged it with)."""
+    verdict = tags.get(GATE_TAG)
+    if verdict == "pass":
+        return Check("gate", PASS, f"v{version} passed its gate")
+    if verdict is None:
+        return Check("gate", FAIL, f"v{version} was never gated; run `slipway gate`")
+    return Check("gate", FAIL, f"v{version}'s gate verdict is {verdict}")
+
+
+def digest_matches(manifest: Manifest, tags: dict[str, str]) -> Check:
+    """The manifest names the digest of the Bento packaged for that version."""
+    stored = tags.get(DIGEST_TAG)
+    if stored is None:
+        return Check("digest", FAIL, f"v{manifest.version} has no Bento; run `slipway package`")
+    if manifest.digest != stored:
+        return Check(
+            "digest", FAIL, f"the manifest says {manifest.digest}, v{manifest.version} is {stored}"
+        )
+    return Check("digest", PASS, f"{stored} is v{manifest.version}'s Bento")
+
+
+def soaked(manifest: Manifest, tags: dict[str, str], now: datetime) -> Check:
+    """The version ran in the stage before this one, for the soak time, with passing smoke
+    tests. Soaked exactly the required hours passes."""
+    stage = manifest.promotion.from_stage
+    if stage is None:
+        return Check("stage", SKIPPED, f"{manifest.environment} is the first stage")
+    started = tags.get(deployed_tag(stage))
+    if started is None:
+        return Check("stage", FAIL, f"v{manifest.version} never ran in {stage}; promote it there")
+    smoke = tags.get(smoke_tag(stage))
+    if smoke != "pass":
+        return Check("stage", FAIL, f"v{manifest.version}'s smoke tests in {stage}: {smoke}")
+    try:
+        since = datetime.fromisoformat(started)
+    except ValueError:
+        return Check("stage", FAIL, f"{deployed_tag(stage)} is not a time: {started!r}")
+    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    ran = now - since
+    needed = timedelta(hours=manifest.promotion.soak_hours)
+    hours = ran.total_seconds() / 3600
+    if ran < needed:
+        left = (needed - ran).total_seconds() / 3600
+        return Check(
+            "stage",
+            FAIL,
+            f"v{manifest.version} has run in {stage} for {hours:.1f} h of the "
+            f"{manifest.promotion.soak_hours:g} h soak; {left:.1f} h to go",
+        )
+    return Check(
+        "stage",
+        PASS,
+        f"v{manifest.version} ran in {stage} for {hours:.1f} h "
+        f"(soak {manifest.promotion.soak_hours:g} h) with passing smoke tests",
+    )
+
+
+def not_frozen(manifest: Manifest, now: datetime, override_by: str | None) -> Check:
+    """No freeze window covers ``now``, or someone lifted it with the override label."""
+    windows = [w for w in manifest.promotion.freeze if w.covers(now)]
+    if not windows:
+        return Check("freeze", PASS, "no freeze window in force")
+    window = windows[0]
+    until = window.end.isoformat()
+    if override_by:
+        return Check(
+            "freeze",
+            PASS,
+            f"frozen until {until} ({window.reason}), lifted by @{override_by} with "
+            f"{OVERRIDE_FREEZE_LABEL}",
+        )
+    return Check(
+        "freeze",
+        FAIL,
+        f"frozen until {until} ({window.reason}); the label {OVERRIDE_FREEZE_LABEL} lifts it",
+    )
+
+
+def verdict(checks: list[Check]) -> str:
+    """``pass`` when no check failed; skipped checks do not fail a promotion."""
+    return FAIL if any(c.status == FAIL for c in checks) else PASS

@@ -1,0 +1,174 @@
+"""``slipway promote ENV``: move a version into an environment's manifest, and check such a change.
+
+``promote`` rewrites ``environments/ENV.yaml`` (the ``version`` and ``digest`` lines only) for
+a version that passed its gate and was packaged; nothing is written when it did not.
+``check`` runs :mod:`slipway.promote.checks` on the manifest as it stands against a git base,
+the way the promotion pull request's required check does, and writes ``promote.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from slipway.errors import ConfigError, PromotionError, RegistryError
+from slipway.fsutil import write_json
+from slipway.manifests import (
+    Manifest,
+    load_manifest,
+    manifest_path,
+    parse_manifest,
+    update_manifest,
+)
+from slipway.promote import checks
+from slipway.registry import Registry
+
+SCHEMA = "slipway.promote-check/1"
+
+
+def title(manifest: Manifest, version: int) -> str:
+    """The promotion PR's and commit's title: it names the model, version and environment."""
+    return f"Promote {manifest.model} v{version} to {manifest.environment}"
+
+
+def promote(environment: str, version: int, registry: Registry, directory: Path) -> dict[str, Any]:
+    """Point ``environment`` at ``version`` and its packaged digest; refuse an ungated or
+    unpackaged version, leaving the manifest as it was."""
+    path = manifest_path(environment, directory)
+    current = load_manifest(path)
+    tags = registry.get(current.model, str(version)).tags
+    reasons = []
+    gate = checks.gate_passed(version, tags)
+    if gate.status == checks.FAIL:
+        reasons.append(gate.reason)
+    if checks.DIGEST_TAG not in tags:
+        reasons.append(f"v{version} has no Bento; run `slipway package`")
+    if reasons:
+        raise PromotionError(
+            f"not promoted: {'; '.join(reasons)}",
+            "gate and package the version first (`slipway pr`, or `slipway gate` and "
+            "`slipway package`)",
+        )
+    before = path.read_text(encoding="utf-8")
+    updated = update_manifest(path, {"version": version, "digest": tags[checks.DIGEST_TAG]})
+    after = path.read_text(encoding="utf-8")
+    return {
+        "environment": environment,
+        "title": title(updated, version),
+        "path": str(path),
+        "from_version": current.version,
+        "version": version,
+        "digest": updated.digest,
+        "diff": _changed_lines(before, after),
+    }
+
+
+def _changed_lines(before: str, after: str) -> list[str]:
+    old, new = before.splitlines(), after.splitlines()
+    return [f"-{a}\n+{b}" for a, b in zip(old, new, strict=True) if a != b]
+
+
+def check(
+    environment: str,
+    registry: Registry,
+    directory: Path,
+    base: str,
+    now: datetime | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Every promotion check on ``environments/ENV.yaml`` against git ``base``."""
+    now = now or datetime.now(UTC)
+    env = dict(os.environ) if env is None else env
+    path = manifest_path(environment, directory)
+    root = Path(_git(directory, "rev-parse", "--show-toplevel").strip())
+    relative = path.resolve().relative_to(root).as_posix()
+    changed = _git(root, "diff", "--name-only", base).splitlines()  # the tree against base
+    found: list[checks.Check] = [checks.one_environment(changed)]
+    try:
+        manifest = load_manifest(path)
+    except ConfigError as exc:
+        found.append(checks.Check("schema", checks.FAIL, exc.message))
+        return _document(environment, found, None)
+    found.append(checks.Check("schema", checks.PASS, f"{relative} is a valid manifest"))
+    before_text = _git_show(root, base, relative)
+    before = parse_manifest(before_text, f"{base}:{relative}") if before_text else None
+    found.append(checks.promoted_fields(before, manifest))
+    if manifest.version is None:
+        found.append(checks.Check("version", checks.FAIL, "version is null: nothing to promote"))
+        return _document(environment, found, manifest)
+    try:
+        tags = registry.get(manifest.model, str(manifest.version)).tags
+    except RegistryError as exc:
+        found.append(checks.Check("version", checks.FAIL, exc.message))
+        return _document(environment, found, manifest)
+    found.append(
+        checks.Check("version", checks.PASS, f"{manifest.model} v{manifest.version} exists")
+    )
+    found += [
+        checks.gate_passed(manifest.version, tags),
+        checks.digest_matches(manifest, tags),
+        checks.soaked(manifest, tags, now),
+        checks.not_frozen(manifest, now, _override_by(env)),
+        checks.Check(
+            "one-open-promotion",
+            checks.SKIPPED,
+            "needs the pull requests of the GitHub repository; not checked here",
+        ),
+    ]
+    return _document(environment, found, manifest)
+
+
+def _document(environment: str, found: list[checks.Check], manifest: Manifest | None) -> dict:
+    return {
+        "schema": SCHEMA,
+        "environment": environment,
+        "version": manifest.version if manifest else None,
+        "digest": manifest.digest if manifest else None,
+        "status": checks.verdict(found),
+        "checks": [c.to_dict() for c in found],
+        "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _override_by(env: dict[str, str]) -> str | None:
+    """Who lifted a freeze: the sender of a pull-request event whose PR has the label."""
+    event_path = env.get("GITHUB_EVENT_PATH")
+    if not event_path or not Path(event_path).is_file():
+        return None
+    try:
+        event = json.loads(Path(event_path).read_text(encoding="utf-8"))
+        labels = {label["name"] for label in event["pull_request"].get("labels", [])}
+    except (ValueError, KeyError, TypeError):
+        return None
+    if checks.OVERRIDE_FREEZE_LABEL not in labels:
+        return None
+    return str((event.get("sender") or {}).get("login") or "unknown")
+
+
+def write_check(document: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / "promote.json"
+    write_json(path, document)
+    return path
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
+    )
+    if done.returncode != 0:
+        raise ConfigError(
+            f"git {' '.join(args)} failed: {done.stderr.strip()}",
+            "run inside the repository and pass an existing --base (a branch or commit)",
+        )
+    return done.stdout
+
+
+def _git_show(root: Path, base: str, relative: str) -> str | None:
+    done = subprocess.run(
+        ["git", "show", f"{base}:{relative}"], cwd=root, capture_output=True, text=True, check=False
+    )
+    return done.stdout if done.returncode == 0 else None

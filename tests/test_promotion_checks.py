@@ -1,0 +1,188 @@
+"""Promotion checks on small hand-made cases: both sides of every limit, every verdict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from slipway.manifests import Manifest
+from slipway.promote import checks
+from slipway.promote.checks import FAIL, PASS, SKIPPED
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _production(**promotion) -> Manifest:
+    rules = {"from": "staging", "soak_hours": 24, **promotion}
+    return Manifest(
+        environment="production",
+        model="release-risk",
+        version=7,
+        digest=DIGEST,
+        promotion=rules,
+    )
+
+
+def _tags(hours_ago: float | None = 30, smoke: str | None = "pass", **extra) -> dict[str, str]:
+    tags = {"slipway.gate": "pass", "slipway.digest": DIGEST}
+    if hours_ago is not None:
+        tags[checks.deployed_tag("staging")] = (NOW - timedelta(hours=hours_ago)).isoformat()
+    if smoke is not None:
+        tags[checks.smoke_tag("staging")] = smoke
+    return {**tags, **extra}
+
+
+@pytest.mark.parametrize(
+    ("changed", "status", "reason"),
+    [
+        (["environments/staging.yaml"], PASS, "changes only environments/staging.yaml"),
+        ([], FAIL, "changes no environment manifest"),
+        (["model/train.py"], FAIL, "changes no environment manifest"),
+        (
+            ["environments/staging.yaml", "environments/production.yaml"],
+            FAIL,
+            "changes 2 manifests: environments/production.yaml, environments/staging.yaml",
+        ),
+        (
+            ["environments/staging.yaml", "model/train.py"],
+            FAIL,
+            "also changes model/train.py; promote alone",
+        ),
+    ],
+)
+def test_one_environment_per_pull_request(changed, status, reason):
+    assert checks.one_environment(changed) == checks.Check("one-environment", status, reason)
+
+
+def test_only_version_and_digest_may_move():
+    before = _production()
+    assert checks.promoted_fields(None, before).status == PASS
+    moved = before.model_copy(update={"version": 8, "digest": "sha256:" + "cd" * 32})
+    assert checks.promoted_fields(before, moved) == checks.Check(
+        "fields", PASS, "changes digest and version"
+    )
+    assert checks.promoted_fields(before, before).reason == "changes neither version nor digest"
+    loosened = _production(soak_hours=0.5)
+    found = checks.promoted_fields(before, loosened.model_copy(update={"version": 8}))
+    assert found == checks.Check("fields", FAIL, "also changes promotion: not a promotion")
+
+
+@pytest.mark.parametrize(
+    ("verdict", "status", "reason"),
+    [
+        ("pass", PASS, "v7 passed its gate"),
+        ("fail", FAIL, "v7's gate verdict is fail"),
+        ("inconclusive", FAIL, "v7's gate verdict is inconclusive"),
+        (None, FAIL, "v7 was never gated; run `slipway gate`"),
+    ],
+)
+def test_gate_verdict(verdict, status, reason):
+    tags = {} if verdict is None else {"slipway.gate": verdict}
+    assert checks.gate_passed(7, tags) == checks.Check("gate", status, reason)
+
+
+def test_digest_must_be_the_packaged_one():
+    manifest = _production()
+    assert checks.digest_matches(manifest, {"slipway.digest": DIGEST}).status == PASS
+    other = "sha256:" + "00" * 32
+    found = checks.digest_matches(manifest, {"slipway.digest": other})
+    assert found == checks.Check("digest", FAIL, f"the manifest says {DIGEST}, v7 is {other}")
+    assert checks.digest_matches(manifest, {}).reason == "v7 has no Bento; run `slipway package`"
+
+
+@pytest.mark.parametrize(
+    ("hours_ago", "status"),
+    [(24, PASS), (24 + 1 / 3600, PASS), (24 - 1 / 3600, FAIL), (0, FAIL), (100, PASS)],
+)
+def test_soak_limit_on_both_sides(hours_ago, status):
+    assert checks.soaked(_production(), _tags(hours_ago), NOW).status == status
+
+
+def test_soak_reasons_are_exact():
+    short = checks.soaked(_production(), _tags(hours_ago=6), NOW)
+    assert short.reason == "v7 has run in staging for 6.0 h of the 24 h soak; 18.0 h to go"
+    done = checks.soaked(_production(), _tags(hours_ago=30), NOW)
+    assert done.reason == "v7 ran in staging for 30.0 h (soak 24 h) with passing smoke tests"
+    assert checks.soaked(_production(), _tags(hours_ago=None), NOW) == checks.Check(
+        "stage", FAIL, "v7 never ran in staging; promote it there"
+    )
+    failed = checks.soaked(_production(), _tags(smoke="fail"), NOW)
+    assert failed == checks.Check("stage", FAIL, "v7's smoke tests in staging: fail")
+    assert checks.soaked(_production(), _tags(smoke=None), NOW).status == FAIL
+    garbled = _tags(**{checks.deployed_tag("staging"): "yesterday"})
+    assert checks.soaked(_production(), garbled, NOW).status == FAIL
+
+
+def test_zero_soak_needs_only_a_passing_run_in_the_stage_before():
+    manifest = _production(soak_hours=0)
+    assert checks.soaked(manifest, _tags(hours_ago=0), NOW).status == PASS
+    assert checks.soaked(manifest, _tags(hours_ago=0, smoke="fail"), NOW).status == FAIL
+
+
+def test_the_first_stage_has_no_stage_before_it():
+    staging = Manifest(environment="staging", model="release-risk", version=3)
+    assert checks.soaked(staging, {}, NOW) == checks.Check(
+        "stage", SKIPPED, "staging is the first stage"
+    )
+
+
+def test_a_deploy_time_without_a_zone_is_read_as_utc():
+    tags = _tags(**{checks.deployed_tag("staging"): "2026-11-30T12:00:00"})
+    assert checks.soaked(_production(), tags, NOW).status == PASS  # exactly 24 h
+
+
+FREEZE = {"start": "2026-12-01T00:00:00+00:00", "end": "2026-12-02T00:00:00+00:00", "reason": "x"}
+
+
+@pytest.mark.parametrize(
+    ("moment", "status"),
+    [
+        (datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC), PASS),
+        (datetime(2026, 12, 1, 0, 0, tzinfo=UTC), FAIL),  # the start is frozen
+        (datetime(2026, 12, 1, 23, 59, 59, tzinfo=UTC), FAIL),
+        (datetime(2026, 12, 2, 0, 0, tzinfo=UTC), PASS),  # the end is not
+    ],
+)
+def test_freeze_window_edges(moment, status):
+    manifest = _production(freeze=[FREEZE])
+    assert checks.not_frozen(manifest, moment, None).status == status
+
+
+def test_freeze_reasons_and_the_override():
+    manifest = _production(freeze=[{**FREEZE, "reason": "year-end release freeze"}])
+    frozen = checks.not_frozen(manifest, NOW, None)
+    assert frozen == checks.Check(
+        "freeze",
+        FAIL,
+        "frozen until 2026-12-02T00:00:00+00:00 (year-end release freeze); "
+        "the label slipway/override-freeze lifts it",
+    )
+    lifted = checks.not_frozen(manifest, NOW, "octocat")
+    assert lifted.status == PASS and "lifted by @octocat with slipway/override-freeze" in (
+        lifted.reason
+    )
+    assert checks.not_frozen(_production(), NOW, None).reason == "no freeze window in force"
+
+
+def test_verdict_fails_on_any_failure_and_ignores_skips():
+    ok, skipped = checks.Check("a", PASS, ""), checks.Check("b", SKIPPED, "")
+    assert checks.verdict([ok, skipped]) == PASS
+    assert checks.verdict([ok, checks.Check("c", FAIL, "")]) == FAIL
+    assert checks.verdict([]) == PASS
+
+
+@pytest.mark.parametrize(
+    ("rules", "named"),
+    [
+        ({"soak_hours": -1}, "soak_hours"),
+        ({"from": None, "soak_hours": 5}, "needs `from`"),
+        ({"from": "production"}, "from"),
+        ({"freeze": [{**FREEZE, "end": FREEZE["start"]}]}, "end after it starts"),
+        ({"freeze": [{**FREEZE, "start": "2026-12-01T00:00:00"}]}, "timezone"),
+    ],
+)
+def test_invalid_promotion_rules_are_refused(rules, named):
+    with pytest.raises(ValueError, match=named):
+        _production(**rules)

@@ -182,6 +182,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "deploy",
+        parents=[common],
+        help="run the version environments/ENV.yaml names, behind smoke tests",
+        description="Fetch the Bento archive of the manifest's version (refused unless its "
+        "digest is the manifest's), start it on 127.0.0.1 beside the version serving, smoke-test "
+        "it, then switch to it, stop the previous server and move the MLflow alias ENV. When the "
+        "smoke tests fail the previous version keeps serving and the exit code is 1. Writes "
+        "OUT/deploy.json.",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument(
+        "--environments",
+        type=Path,
+        default=Path("environments"),
+        metavar="DIR",
+        help="directory of the environment manifests (default: %(default)s)",
+    )
+    p.add_argument("--rows", type=int, default=20, help="eval rows to smoke-test with")
+    p.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=250.0,
+        metavar="MS",
+        help="largest allowed p95 latency of single-record calls (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        metavar="S",
+        help="seconds to wait for the new server's readiness (default: %(default)s)",
+    )
+
+    p = sub.add_parser(
         "pr",
         parents=[common, params],
         help="validate, train, gate, package and report",

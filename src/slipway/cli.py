@@ -244,6 +244,35 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from slipway.promote.deploy import deploy
+    from slipway.propose.contract import read_dataset
+    from slipway.serve.smoke import records_from_frame
+
+    config = _config(args)
+    frame = read_dataset(config.path(config.data.eval)).head(args.rows)
+    document = deploy(
+        config,
+        _registry(),
+        args.environment,
+        args.environments,
+        args.config,
+        records_from_frame(frame, config),
+        args.out,
+        args.max_p95_ms,
+        args.timeout,
+        progress,
+    )
+    for check in document["smoke"]["checks"]:
+        print(f"{'pass' if check['passed'] else 'FAIL':>5}  {check['check']}: {check['detail']}")
+    serving = document["serving"]
+    where = f"v{serving['version']} at {serving['url']}" if serving else "nothing"
+    status = document["status"]
+    print(f"deploy of {args.environment} v{document['version']}: {status}; serving {where}")
+    _github_output({"status": document["status"], "url": serving["url"] if serving else ""})
+    return 0 if document["status"] == "success" else 1
+
+
 def cmd_pr(args: argparse.Namespace) -> int:
     from slipway.pipeline import run_pr
 
@@ -286,6 +315,7 @@ COMMANDS = {
     "smoke": cmd_smoke,
     "report": cmd_report,
     "promote": cmd_promote,
+    "deploy": cmd_deploy,
     "pr": cmd_pr,
     "demo": cmd_demo,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -50,6 +51,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def start_server(
     config: ModelConfig,
     registry: Registry,
@@ -58,11 +66,15 @@ def start_server(
     port: int | None = None,
     timeout: float = READY_TIMEOUT_S,
     progress: Progress = lambda _m: None,
+    slot: str | None = None,
+    bento_tag: str | None = None,
 ) -> dict[str, Any]:
     """``bentoml serve`` the environment's manifest on 127.0.0.1; wait for ``/readyz``.
 
     The versions the manifest names are imported into the BentoML store first (reused when
-    present). The server's PID, URL and log file are recorded in :func:`server_state`.
+    present). The server's PID, URL and log file are recorded in :func:`server_state` under
+    ``slot`` (default: the environment). With ``bento_tag`` the server runs that Bento — its
+    bundled code and contract — instead of the working tree's service.
     """
     import requests
 
@@ -80,7 +92,7 @@ def start_server(
             f"{manifest_file} deploys {manifest.model}, but the model project is {config.name}",
             "fix `model:` in the manifest or pass the right --config",
         )
-    state = server_state(environment)
+    state = server_state(slot or environment)
     if state.is_file():
         running = read_json(state)
         if _alive(int(running["pid"])):
@@ -101,17 +113,11 @@ def start_server(
         SLIPWAY_CONFIG=str(config_path.resolve()),
     )
     env.setdefault("SLIPWAY_LOG_DIR", str(log_directory(environment)))
-    command = [
-        bentoml_executable(),
-        "serve",
-        "bento.service:ReleaseRisk",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--working-dir",
-        str(REPO_ROOT),
-    ]
+    served = ["bento.service:ReleaseRisk", "--working-dir", str(REPO_ROOT)]
+    if bento_tag is not None:
+        served = [bento_tag]
+        env.pop("SLIPWAY_CONFIG")  # the Bento's own, bundled contract
+    command = [bentoml_executable(), "serve", *served, "--host", "127.0.0.1", "--port", str(port)]
     progress(f"starting {environment} v{manifest.version} on {url} (log: {log})")
     with log.open("ab") as handle:
         process = subprocess.Popen(
@@ -138,7 +144,7 @@ def start_server(
             pass
         time.sleep(0.25)
     else:
-        _stop_pid(process.pid)
+        stop_pid(process.pid)
         raise ServingError(
             f"{environment} was not ready within {timeout:.0f} s:\n{_tail(log)}", f"read {log}"
         )
@@ -147,6 +153,7 @@ def start_server(
         "pid": process.pid,
         "url": url,
         "version": str(manifest.version),
+        "bento_tag": bento_tag,
         "rollout": manifest.rollout.model_dump(),
         "log": str(log),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -161,12 +168,12 @@ def stop_server(environment: str) -> dict[str, Any] | None:
     if not state.is_file():
         return None
     running = read_json(state)
-    _stop_pid(int(running["pid"]))
+    stop_pid(int(running["pid"]))
     state.unlink(missing_ok=True)
     return running
 
 
-def _stop_pid(pid: int, grace: float = 15.0) -> None:
+def stop_pid(pid: int, grace: float = 15.0) -> None:
     """SIGTERM the server's process group (it was started in its own), SIGKILL after ``grace``."""
     try:
         os.killpg(pid, signal.SIGTERM)

@@ -1,0 +1,147 @@
+"""`slipway deploy ENV` on the local target: real MLflow, real Bentos, real servers on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from slipway.cli import main
+from slipway.config import load_config
+from slipway.promote import checks
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """Versions 1 and 2, each trained, gated and packaged (their Bentos stored in MLflow)."""
+    root = tmp_path_factory.mktemp("deploy")
+    shutil.copytree(REPO / "model", root / "model", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "environments", root / "environments")
+    config_path = root / "model" / "slipway.yaml"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'state' / 'mlflow.db'}")
+    patch.setenv("BENTOML_HOME", str(root / "bentoml"))
+    patch.setenv("SLIPWAY_HOME", str(root / "state"))
+    for name in ("GITHUB_OUTPUT", "GITHUB_ACTIONS", "SLIPWAY_ENV", "SLIPWAY_MANIFEST"):
+        patch.delenv(name, raising=False)
+    for n, params in enumerate((["n_estimators=20"], ["n_estimators=30", "max_depth=6"]), 1):
+        out = ["--config", str(config_path), "--out", str(root / f"out{n}")]
+        overrides = [item for p in params for item in ("--param", p)]
+        assert main(["train", *out, *overrides]) == 0
+        assert main(["gate", *out]) == 0
+        assert main(["package", *out]) == 0
+    from slipway.registry import MlflowRegistry
+
+    yield SimpleNamespace(
+        root=root,
+        config_path=config_path,
+        registry=MlflowRegistry(logs_models=False),
+        config=load_config(config_path),
+    )
+    main(["serve", "staging", "--stop"])
+    main(["serve", "staging-next", "--stop"])
+    patch.undo()
+
+
+def _args(ns, *extra: str) -> list[str]:
+    return [
+        "--config",
+        str(ns.config_path),
+        "--out",
+        str(ns.root / "deploy-out"),
+        "--environments",
+        str(ns.root / "environments"),
+        *extra,
+    ]
+
+
+def _served_version(url: str) -> str:
+    return str(requests.get(f"{url}/metadata", timeout=5).json()["version"])
+
+
+def _state(ns) -> dict:
+    return json.loads((ns.root / "state" / "serve" / "staging.json").read_text())
+
+
+def test_deploy_switches_after_smoke_and_a_failed_smoke_keeps_the_old_version(packaged):
+    ns = packaged
+    assert main(["promote", "staging", "--version", "1", *_args(ns)[4:]]) == 0
+    assert main(["deploy", "staging", *_args(ns, "--max-p95-ms", "5000")]) == 0
+    first = _state(ns)
+    assert _served_version(first["url"]) == "1"
+    assert first["bento_tag"] == ns.registry.get("release-risk", "1").tags["slipway.bento_tag"]
+    assert ns.registry.alias("release-risk", "staging").version == "1"
+    tags = ns.registry.get("release-risk", "1").tags
+    assert tags[checks.smoke_tag("staging")] == "pass" and checks.deployed_tag("staging") in tags
+    document = json.loads((ns.root / "deploy-out" / "deploy.json").read_text())
+    assert document["status"] == "success" and document["previous"] is None
+    assert document["bento_tag"] == tags["slipway.bento_tag"]
+
+    # v2 passes: it takes over, and the server of v1 is stopped.
+    assert main(["promote", "staging", "--version", "2", *_args(ns)[4:]]) == 0
+    assert main(["deploy", "staging", *_args(ns, "--max-p95-ms", "5000")]) == 0
+    second = _state(ns)
+    assert second["url"] != first["url"] and _served_version(second["url"]) == "2"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{first['url']}/readyz", timeout=2)
+    assert ns.registry.alias("release-risk", "staging").version == "2"
+
+    # v1 again, with a latency limit nothing meets: the smoke test fails, v2 serves on.
+    assert main(["promote", "staging", "--version", "1", *_args(ns)[4:]]) == 0
+    assert main(["deploy", "staging", *_args(ns, "--max-p95-ms", "0.001")]) == 1
+    assert _state(ns) == second and _served_version(second["url"]) == "2"
+    assert ns.registry.alias("release-risk", "staging").version == "2"  # the alias stays
+    tags = ns.registry.get("release-risk", "1").tags
+    assert tags[checks.smoke_tag("staging")] == "fail"
+    assert tags["slipway.deploy.staging"] == "failure"
+    document = json.loads((ns.root / "deploy-out" / "deploy.json").read_text())
+    assert document["status"] == "failure" and document["serving"]["version"] == "2"
+    assert not (ns.root / "state" / "serve" / "staging-next.json").exists()
+
+
+def test_a_digest_the_manifest_does_not_name_is_refused_and_nothing_starts(packaged, capsys):
+    ns = packaged
+    before = (ns.root / "state" / "serve").glob("*.json")
+    running = {p.name: p.read_bytes() for p in before}
+    path = ns.root / "environments" / "staging.yaml"
+    text = path.read_text()
+    digest = ns.registry.get("release-risk", "2").tags["slipway.digest"]
+    path.write_text(
+        text.replace("version: 1", "version: 2").replace(
+            text.split("digest: ")[1].split()[0], "sha256:" + "0" * 64
+        )
+    )
+    try:
+        assert main(["deploy", "staging", *_args(ns)]) == 2
+        err = capsys.readouterr().err
+        assert "not sha256:" + "0" * 64 in err and digest in err
+        after = {p.name: p.read_bytes() for p in (ns.root / "state" / "serve").glob("*.json")}
+        assert after == running
+    finally:
+        path.write_text(text)
+
+
+def test_a_manifest_with_nothing_to_deploy_is_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SLIPWAY_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'state' / 'm.db'}")
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    code = main(
+        [
+            "deploy",
+            "staging",
+            "--environments",
+            str(tmp_path / "environments"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 2
+    assert "names no version and digest to deploy" in capsys.readouterr().err

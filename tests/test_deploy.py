@@ -145,3 +145,28 @@ def test_a_manifest_with_nothing_to_deploy_is_exit_2(tmp_path, capsys, monkeypat
     )
     assert code == 2
     assert "names no version and digest to deploy" in capsys.readouterr().err
+
+
+def test_status_says_when_git_the_server_and_the_alias_disagree(packaged, capsys):
+    ns = packaged
+    environments = ["--environments", str(ns.root / "environments")]
+    assert main(["promote", "staging", "--version", "2", *environments]) == 0
+    assert main(["deploy", "staging", *_args(ns, "--max-p95-ms", "5000")]) == 0
+    capsys.readouterr()
+    assert main(["status", *environments]) == 0
+    assert "git, servers and aliases agree" in capsys.readouterr().out
+
+    # The manifest moves on without a deploy: git no longer says what runs.
+    assert main(["promote", "staging", "--version", "1", *environments]) == 0
+    capsys.readouterr()
+    assert main(["status", *environments, "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    staging, production = document["environments"]
+    assert staging["manifest"]["version"] == "1" and staging["serving"]["version"] == "2"
+    assert staging["alias"] == "2"
+    assert [f["problem"] for f in staging["findings"]] == [
+        "git says v1, the service runs v2",
+        "git says v1, the alias @staging points at v2",
+    ]
+    assert production["findings"] == []  # nothing declared, served or aliased: they agree
+    assert main(["promote", "staging", "--version", "2", *environments]) == 0

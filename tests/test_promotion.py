@@ -272,3 +272,61 @@ def test_check_against_a_tracking_server_loads_no_model_library(repo, tmp_path):
     codes, loaded = json.loads(done.stdout.splitlines()[-1])
     assert codes == [0, 0], done.stdout + done.stderr  # promoted, then checked
     assert loaded == []
+
+
+def _deployed(**extra: str) -> dict[str, str]:
+    return {
+        "slipway.gate": "pass",
+        "slipway.digest": DIGEST,
+        checks.smoke_tag("staging"): "pass",
+        "slipway.deploy.staging": "success",
+        checks.deployed_tag("staging"): "2026-11-30T12:00:00+00:00",
+        **extra,
+    }
+
+
+def test_history_and_rollback_through_the_manifest_log(repo, versions, capsys, monkeypatch):
+    first, second = versions(**_deployed()), versions(**_deployed())
+    environments = ["--environments", str(repo / "environments")]
+    assert _promote(repo, "staging", "--version", first) == 0
+    _git(repo, "commit", "-qam", f"Promote release-risk v{first} to staging (#11)")
+    assert _promote(repo, "staging", "--version", second) == 0
+    _git(repo, "commit", "-qam", f"Promote release-risk v{second} to staging (#12)")
+    capsys.readouterr()
+    for variable in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(variable, "On Call")  # --direct commits as whoever runs it
+    for variable in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(variable, "oncall@example.com")
+
+    assert main(["rollback", "staging", "--direct", *environments]) == 0
+    assert f"Roll back release-risk to v{first} in staging" in capsys.readouterr().out
+    subject = _git(repo, "log", "-1", "--format=%s").strip()
+    assert subject == f"Roll back release-risk to v{first} in staging (direct)"
+    assert _git(repo, "status", "--porcelain").strip() == ""  # committed, nothing left over
+
+    assert main(["history", "staging", "--json", *environments]) == 0
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    assert [(e["version"], e["pull_request"], e["rolled_back"]) for e in entries] == [
+        (first, None, False),
+        (second, 12, True),
+        (first, 11, False),
+        (None, None, False),  # the manifest as first committed
+    ]
+    assert entries[1]["gate"] == "pass" and entries[1]["deploy"] == "success"
+    assert entries[1]["author"] == "Slipway Tests" and len(entries[1]["commit"]) == 40
+    assert entries[0]["author"] == "On Call"
+    assert main(["history", "staging", *environments]) == 0
+    assert "4 change(s) of environments/staging.yaml" in capsys.readouterr().out
+
+
+def test_rollback_needs_a_version_that_deployed_well(repo, versions, capsys):
+    failed = versions(**_deployed(**{"slipway.deploy.staging": "failure"}))
+    environments = ["--environments", str(repo / "environments")]
+    before = (repo / "environments" / "staging.yaml").read_bytes()
+    assert main(["rollback", "staging", *environments]) == 1
+    assert "no earlier version that deployed successfully" in capsys.readouterr().err
+    assert (repo / "environments" / "staging.yaml").read_bytes() == before
+    good = versions(**_deployed())
+    assert main(["rollback", "staging", "--to", good, *environments]) == 0  # --to: a PR's worth
+    assert f"version: {good}" in (repo / "environments" / "staging.yaml").read_text()
+    assert failed != good

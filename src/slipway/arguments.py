@@ -216,6 +216,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "rollback",
+        parents=[common],
+        help="point an environment back at its last good version",
+        description="Rewrite environments/ENV.yaml to the newest earlier version whose deploy "
+        "in ENV succeeded (or --to N); only the version and digest lines change. The change is "
+        "left for a pull request, or committed at once with --direct.",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument("--to", metavar="N", help="the version to go back to")
+    p.add_argument("--direct", action="store_true", help="commit the change now (for emergencies)")
+    p.add_argument(
+        "--environments",
+        type=Path,
+        default=Path("environments"),
+        metavar="DIR",
+        help="directory of the environment manifests (default: %(default)s)",
+    )
+
+    p = sub.add_parser(
+        "history",
+        parents=[common],
+        help="every version an environment ran, newest first",
+        description="Every change of environments/ENV.yaml's version or digest, from its git "
+        "log (when, who, commit, pull request), with each version's gate verdict, smoke result "
+        "and deploy result in ENV from the registry, and whether it was rolled back. No cap.",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument(
+        "--environments",
+        type=Path,
+        default=Path("environments"),
+        metavar="DIR",
+        help="directory of the environment manifests (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the history as JSON")
+
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="what git, the servers and the registry say runs where",
+        description="For each environment: the manifest's version, the version its server "
+        "answers with, and the version its MLflow alias points at. Exit 1 when any disagree, "
+        "with the fix for each.",
+    )
+    p.add_argument(
+        "--environments",
+        type=Path,
+        default=Path("environments"),
+        metavar="DIR",
+        help="directory of the environment manifests (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    p = sub.add_parser(
         "pr",
         parents=[common, params],
         help="validate, train, gate, package and report",

@@ -273,6 +273,58 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0 if document["status"] == "success" else 1
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from slipway.promote.rollback import rollback
+
+    done = rollback(args.environment, _registry(), args.environments, args.to, args.direct)
+    print(done["title"])
+    print("\n".join(done["diff"]))
+    if done["committed"]:
+        progress(f"committed {done['committed'][:12]}; push it, and deploy.yml deploys it")
+    else:
+        progress(f"rewrote {done['path']}; open a pull request titled “{done['title']}”")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from slipway.promote.history import history
+
+    document = history(args.environment, _registry(), args.environments)
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"{'version':>7}  {'when':<25} {'who':<18} {'PR':>5}  gate  smoke  deploy   rolled back")
+    for e in document["entries"]:
+        pr = f"#{e['pull_request']}" if e["pull_request"] else "-"
+        print(
+            f"{'v' + e['version'] if e['version'] else '-':>7}  {e['at']:<25} "
+            f"{e['author'][:18]:<18} {pr:>5}  {e['gate'] or '-':<5} {e['smoke'] or '-':<6} "
+            f"{e['deploy'] or '-':<8} {'yes' if e['rolled_back'] else ''}"
+        )
+    print(f"{len(document['entries'])} change(s) of environments/{args.environment}.yaml")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from slipway.promote.status import status
+
+    document = status(_registry(), args.environments)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        for env in document["environments"]:
+            manifest, serving = env.get("manifest") or {}, env.get("serving") or {}
+            print(
+                f"{env['environment']:<11} git v{manifest.get('version')}  "
+                f"serving v{serving.get('version')} {serving.get('url', '')}  "
+                f"alias v{env.get('alias')}"
+            )
+            for finding in env["findings"]:
+                print(f"  ✗ {finding['problem']}\n    fix: {finding['fix']}")
+        print("git, servers and aliases agree" if document["agree"] else "they disagree")
+    return 0 if document["agree"] else 1
+
+
 def cmd_pr(args: argparse.Namespace) -> int:
     from slipway.pipeline import run_pr
 
@@ -316,6 +368,9 @@ COMMANDS = {
     "report": cmd_report,
     "promote": cmd_promote,
     "deploy": cmd_deploy,
+    "rollback": cmd_rollback,
+    "history": cmd_history,
+    "status": cmd_status,
     "pr": cmd_pr,
     "demo": cmd_demo,
 }

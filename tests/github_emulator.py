@@ -10,6 +10,8 @@ empty. Responses are built from the description's schemas and validated too (``b
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import threading
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
@@ -50,7 +52,39 @@ ROUTES = [
     ("GET", r"/pulls/(?P<number>\d+)", "/pulls/{pull_number}", "get_pull"),
     ("PATCH", r"/pulls/(?P<number>\d+)", "/pulls/{pull_number}", "update_pull"),
     ("POST", r"/statuses/(?P<sha>[^/]+)", "/statuses/{sha}", "create_status"),
+    ("GET", r"/contents/(?P<path>.+)", "/contents/{path}", "get_content"),
+    ("PUT", r"/contents/(?P<path>.+)", "/contents/{path}", "put_content"),
+    ("GET", r"/git/ref/(?P<ref>.+)", "/git/ref/{ref}", "get_ref"),
+    ("POST", r"/git/refs", "/git/refs", "create_ref"),
+    ("PATCH", r"/git/refs/(?P<ref>.+)", "/git/refs/{ref}", "update_ref"),
+    ("GET", r"/compare/(?P<basehead>.+?\.\.\..+)", "/compare/{basehead}", "compare"),
+    (
+        "POST",
+        r"/pulls/(?P<number>\d+)/requested_reviewers",
+        "/pulls/{pull_number}/requested_reviewers",
+        "request_reviewers",
+    ),
+    ("GET", r"/pulls/(?P<number>\d+)/files", "/pulls/{pull_number}/files", "pull_files"),
+    ("GET", r"/deployments", "/deployments", "list_deployments"),
+    ("POST", r"/deployments", "/deployments", "create_deployment"),
+    (
+        "GET",
+        r"/deployments/(?P<id>\d+)/statuses",
+        "/deployments/{deployment_id}/statuses",
+        "list_deployment_statuses",
+    ),
+    (
+        "POST",
+        r"/deployments/(?P<id>\d+)/statuses",
+        "/deployments/{deployment_id}/statuses",
+        "create_deployment_status",
+    ),
 ]
+BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
+NOT_COLLABORATOR = (
+    "Reviews may only be requested from collaborators. One or more of the users or teams you "
+    "specified is not a collaborator of the {repo} repository."
+)
 
 
 def load_openapi(path: Path) -> tuple[OpenAPI, dict]:
@@ -115,7 +149,8 @@ class Fault:
 
 
 class Emulator:
-    """In-memory GitHub for one repository: comments, pull requests, labels, statuses."""
+    """In-memory GitHub for one repository: comments, pull requests, labels, statuses, commits
+    on branches (linear histories with file trees; ``main`` is seeded), deployments."""
 
     def __init__(self, openapi: OpenAPI, document: dict, repo: str = "acme/models") -> None:
         self.openapi = openapi
@@ -126,14 +161,21 @@ class Emulator:
         self.lock = threading.RLock()
         self.faults: deque[Fault] = deque()
         self.log: list[tuple[str, str, int]] = []  # (method, path+query, status answered)
+        self.bodies: list[tuple[str, str, bytes]] = []  # (method, path+query, request body)
         self.invalid: list[str] = []
         self.bad_responses: list[str] = []
         self.comments: dict[int, dict] = {}
         self.pulls: dict[int, dict] = {}
         self.labels: dict[int, list[str]] = {}
         self.statuses: list[dict] = []
-        self.branches = {"main", "slipway/retrain", "feature"}
         self._ids = 1000
+        self.commits: dict[str, dict] = {}  # sha -> parent, files {path: bytes}, login, email
+        self.branches: dict[str, str] = {}  # name -> head commit sha
+        seed = self.push("main", {"README.md": "# models\n"}, message="Initial commit")
+        self.branches |= {"slipway/retrain": seed, "feature": seed}
+        self.collaborators = {"octocat", "alice", "bob"}  # who may be asked to review
+        self.deployments: dict[int, dict] = {}
+        self.deployment_statuses: dict[int, list[dict]] = {}  # newest first, as GitHub lists
         self._server: ThreadingHTTPServer | None = None
         self.hold: threading.Barrier | None = None  # GETs wait here, outside the lock: races
 
@@ -198,11 +240,52 @@ class Emulator:
             self.pulls[number] = pull
             return pull
 
+    def push(
+        self,
+        branch: str,
+        files: dict[str, str | bytes | None],
+        *,
+        login: str | None = "octocat",
+        email: str = "octocat@users.noreply.github.com",
+        message: str = "Update",
+    ) -> str:
+        """Commit ``files`` (None deletes) on ``branch``, new branches start at ``main``; the sha.
+
+        ``login`` is the author's GitHub account, None when the email matches no account.
+        """
+        with self.lock:
+            parent = self.branches.get(branch, self.branches.get("main"))
+            tree = dict(self.commits[parent]["files"]) if parent else {}
+            for path, text in files.items():
+                if text is None:
+                    tree.pop(path, None)
+                else:
+                    tree[path] = text.encode() if isinstance(text, str) else text
+            self._ids += 1
+            sha = hashlib.sha1(f"{parent}:{self._ids}:{message}".encode()).hexdigest()
+            self.commits[sha] = {
+                "parent": parent,
+                "files": tree,
+                "login": login,
+                "email": email,
+                "message": message,
+            }
+            self.branches[branch] = sha
+            return sha
+
+    def file(self, branch: str, path: str) -> str | None:
+        data = self.commits[self.branches[branch]]["files"].get(path)
+        return None if data is None else data.decode()
+
     def issue_comments(self, number: int) -> list[dict]:
         return [c for c in self.comments.values() if c["issue_url"].endswith(f"/issues/{number}")]
 
     def count(self, method: str, fragment: str = "") -> int:
         return sum(1 for m, p, _ in self.log if m == method and fragment in p)
+
+    def sent(self, method: str, fragment: str = "") -> list[Any]:
+        """The JSON bodies of the requests so far with ``method`` and ``fragment`` in the path."""
+        return [json.loads(b) for m, p, b in self.bodies if m == method and fragment in p and b]
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -222,6 +305,7 @@ class Emulator:
                 self.bad_responses.append(f"{method} {path}: emulator raised {exc!r}")
                 status, payload, headers = 500, {"message": "emulator error"}, {}
             self.log.append((method, http.path, status))
+            self.bodies.append((method, http.path, body))
         data = b"" if payload is None else json.dumps(payload).encode()
         http.send_response(status)
         for name, value in headers.items():
@@ -236,7 +320,8 @@ class Emulator:
         self, method: str, path: str, query: list, body: bytes, headers: Any
     ) -> tuple[int, Any, dict]:
         route = self._route(method, path)
-        problems = self._validate(method, path, query, body, headers, route)
+        spec_path = route[3] if route else path  # what openapi-core matches templates against
+        problems = self._validate(method, spec_path, query, body, headers, route)
         if problems:
             self.invalid.append(f"{method} {path}?{urlencode(query)}: {'; '.join(problems)}")
             return 422, self._error("Invalid request", problems), {}
@@ -248,14 +333,19 @@ class Emulator:
             self.faults.remove(fault)
         if fault and not fault.after_apply:
             return fault.status, {"message": fault.message}, fault.headers
-        handler, template, params = route
+        handler, template, params, _ = route
         status, payload, extra = handler(params, dict(query), json.loads(body or b"null"))
-        self._check_response(method, path, query, body, template, status, payload, extra)
+        self._check_response(method, spec_path, query, body, template, status, payload, extra)
         if fault:
             return fault.status, {"message": fault.message}, fault.headers
         return status, payload, extra
 
-    def _route(self, method: str, path: str) -> tuple[Any, str, dict] | None:
+    def _route(self, method: str, path: str) -> tuple[Any, str, dict, str] | None:
+        """(handler, template, decoded path parameters, the path with their slashes escaped).
+
+        GitHub takes ``/`` inside a path parameter (``contents/a/b.yaml``, ``git/ref/heads/x/y``,
+        ``compare/main...x/y``) but openapi-core's templates match no ``/``: it is shown %2F.
+        """
         base = f"/repos/{self.repo}"
         if not path.startswith(base):
             return None
@@ -263,7 +353,14 @@ class Emulator:
             match = re.fullmatch(pattern, path[len(base) :])
             if verb == method and match:
                 handler = getattr(self, f"_{name}")
-                return handler, "/repos/{owner}/{repo}" + template, match.groupdict()
+                params = {k: unquote(v) for k, v in match.groupdict().items()}
+                spec, last = base, 0
+                for group in match.groupdict():
+                    start, end = match.span(group)
+                    spec += match.string[last:start] + match.string[start:end].replace("/", "%2F")
+                    last = end
+                spec += match.string[last:]
+                return handler, "/repos/{owner}/{repo}" + template, params, spec
         return None
 
     def _validate(
@@ -381,6 +478,107 @@ class Emulator:
             for i, name in enumerate(names)
         ]
 
+    def _schema(self, name: str, *fields: str) -> dict:
+        schema = self.sample.resolve({"$ref": f"#/components/schemas/{name}"})
+        for part in fields:
+            schema = self.sample.resolve(schema["properties"][part])
+        return schema
+
+    def _resolve(self, ref: str) -> str | None:
+        """The commit a branch name, ``refs/heads/NAME`` or (known) sha names."""
+        ref = ref.removeprefix("refs/heads/")
+        return self.branches.get(ref) or (ref if ref in self.commits else None)
+
+    def _history(self, sha: str | None) -> list[str]:
+        """``sha`` and its ancestors, newest first."""
+        shas = []
+        while sha:
+            shas.append(sha)
+            sha = self.commits[sha]["parent"]
+        return shas
+
+    def _merge_base(self, base: str, head: str) -> str | None:
+        ancestors = set(self._history(base))
+        return next((sha for sha in self._history(head) if sha in ancestors), None)
+
+    def _commit(self, sha: str) -> dict:
+        record, api = self.commits[sha], f"{SPEC_SERVER}/repos/{self.repo}"
+        person = {"name": record["login"] or "Someone", "email": record["email"], "date": NOW}
+        # no account: GitHub sends null or {}; openapi-core applies no `nullable` to a oneOf
+        user = self._user(record["login"]) if record["login"] else {}
+        parents = [record["parent"]] if record["parent"] else []
+        return self.sample.named(
+            "commit",
+            sha=sha,
+            node_id=f"C_{sha[:12]}",
+            url=f"{api}/commits/{sha}",
+            html_url=f"https://github.com/{self.repo}/commit/{sha}",
+            comments_url=f"{api}/commits/{sha}/comments",
+            author=user,
+            committer=user,
+            commit={
+                **self.sample.of(self._schema("commit", "commit")),
+                "url": f"{api}/git/commits/{sha}",
+                "author": person,
+                "committer": person,
+                "message": record["message"],
+                "tree": {"sha": sha, "url": f"{api}/git/trees/{sha}"},
+            },
+            parents=[{"sha": p, "url": f"{api}/commits/{p}"} for p in parents],
+        )
+
+    def _git_ref(self, branch: str) -> dict:
+        sha, api = self.branches[branch], f"{SPEC_SERVER}/repos/{self.repo}"
+        return self.sample.named(
+            "git-ref",
+            ref=f"refs/heads/{branch}",
+            node_id=f"REF_{branch}",
+            url=f"{api}/git/refs/heads/{branch}",
+            object={"type": "commit", "sha": sha, "url": f"{api}/git/commits/{sha}"},
+        )
+
+    def _file_entry(self, path: str, data: bytes, ref: str) -> dict:
+        api, sha = f"{SPEC_SERVER}/repos/{self.repo}", _blob_sha(data)
+        links = {
+            "self": f"{api}/contents/{path}?ref={ref}",
+            "git": f"{api}/git/blobs/{sha}",
+            "html": f"https://github.com/{self.repo}/blob/{ref}/{path}",
+        }
+        return {
+            "type": "file",
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": sha,
+            "size": len(data),
+            "url": links["self"],
+            "git_url": links["git"],
+            "html_url": links["html"],
+            "download_url": f"https://raw.githubusercontent.com/{self.repo}/{ref}/{path}",
+            "_links": links,
+        }
+
+    def _deployment_status(self, deployment: dict, body: dict) -> dict:
+        self._ids += 1
+        url = f"{deployment['url']}/statuses/{self._ids}"
+        log_url = body.get("log_url") or body.get("target_url") or ""
+        return self.sample.named(
+            "deployment-status",
+            id=self._ids,
+            node_id=f"DES_{self._ids}",
+            state=body["state"],
+            creator=self._user(),
+            description=body.get("description", ""),
+            environment=body.get("environment", deployment["environment"]),
+            environment_url=body.get("environment_url", ""),
+            target_url=log_url,
+            log_url=log_url,
+            deployment_url=deployment["url"],
+            repository_url=deployment["repository_url"],
+            url=url,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+
     # -- endpoints (params from the path, query, JSON body) -> (status, payload, headers) ----
 
     def _list_comments(self, params, query, _body):
@@ -429,7 +627,8 @@ class Emulator:
                 {},
             )
         number = len(self.pulls) + 1
-        pull = self._pull(number, body["title"], body["head"], body["base"], body.get("body"))
+        head = self.branches[body["head"]]
+        pull = self._pull(number, body["title"], body["head"], body["base"], body.get("body"), head)
         self.pulls[number] = pull
         return 201, pull, {}
 
@@ -460,6 +659,207 @@ class Emulator:
         self.statuses.append(status)
         return 201, status, {}
 
+    def _get_content(self, params, query, _body):
+        ref = query.get("ref", "main")
+        sha = self._resolve(ref)
+        if sha is None:
+            return 404, self._error(f"No commit found for the ref {ref}"), {}
+        data = self.commits[sha]["files"].get(params["path"])
+        if data is None:
+            return 404, self._error("Not Found"), {}
+        text = base64.b64encode(data).decode()
+        wrapped = "".join(text[i : i + 60] + "\n" for i in range(0, len(text), 60))
+        entry = self._file_entry(params["path"], data, ref)
+        return 200, {**entry, "content": wrapped, "encoding": "base64"}, {}
+
+    def _put_content(self, params, _query, body):
+        branch, path = body.get("branch", "main"), params["path"]
+        if branch not in self.branches:
+            return 404, self._error(f"Branch {branch} not found"), {}
+        current = self.commits[self.branches[branch]]["files"].get(path)
+        if current is not None and "sha" not in body:
+            return 422, self._error('Invalid request.\n\n"sha" wasn\'t supplied.'), {}
+        if current is not None and body["sha"] != _blob_sha(current):
+            return 409, self._error(f"{path} does not match {body['sha']}"), {}
+        try:
+            data = base64.b64decode(body["content"], validate=True)
+        except ValueError:
+            return 422, self._error("content is not valid Base64"), {}
+        sha = self.push(
+            branch,
+            {path: data},
+            login="github-actions[bot]",
+            email=BOT_EMAIL,
+            message=body["message"],
+        )
+        commit = self._commit(sha)
+        answer = {
+            "content": self._file_entry(path, data, branch),
+            "commit": {
+                **{k: commit[k] for k in ("sha", "node_id", "url", "html_url", "parents")},
+                **{k: commit["commit"][k] for k in ("author", "committer", "message", "tree")},
+            },
+        }
+        return (201 if current is None else 200), answer, {}
+
+    def _get_ref(self, params, _query, _body):
+        branch = params["ref"].removeprefix("heads/")
+        if not params["ref"].startswith("heads/") or branch not in self.branches:
+            return 404, self._error("Not Found"), {}
+        return 200, self._git_ref(branch), {}
+
+    def _create_ref(self, _params, _query, body):
+        branch = body["ref"].removeprefix("refs/heads/")
+        if not body["ref"].startswith("refs/heads/") or not branch:
+            return 422, self._error("Reference name must be refs/heads/NAME (emulator)"), {}
+        if body["sha"] not in self.commits:
+            return 422, self._error("Object does not exist"), {}
+        if branch in self.branches:
+            return 422, self._error("Reference already exists"), {}
+        self.branches[branch] = body["sha"]
+        return 201, self._git_ref(branch), {}
+
+    def _update_ref(self, params, _query, body):
+        branch = params["ref"].removeprefix("heads/")
+        if branch not in self.branches:
+            return 422, self._error("Reference does not exist"), {}
+        if body["sha"] not in self.commits:
+            return 422, self._error("Object does not exist"), {}
+        if not body.get("force") and self.branches[branch] not in self._history(body["sha"]):
+            return 422, self._error("Update is not a fast forward"), {}
+        self.branches[branch] = body["sha"]
+        return 200, self._git_ref(branch), {}
+
+    def _compare(self, params, query, _body):
+        base_ref, head_ref = params["basehead"].split("...", 1)
+        base, head = self._resolve(base_ref), self._resolve(head_ref)
+        merge_base = self._merge_base(base, head) if base and head else None
+        if merge_base is None:
+            return 404, self._error("Not Found"), {}
+        history = self._history(head)
+        ahead = list(reversed(history[: history.index(merge_base)]))  # oldest first
+        behind = self._history(base).index(merge_base)
+        status = {(0, 0): "identical", (1, 0): "ahead", (0, 1): "behind"}.get(
+            (min(len(ahead), 1), min(behind, 1)), "diverged"
+        )
+        per_page, page = int(query.get("per_page", 250)), int(query.get("page", 1))
+        html = f"https://github.com/{self.repo}/compare/{params['basehead']}"
+        comparison = self.sample.named(
+            "commit-comparison",
+            url=f"{SPEC_SERVER}/repos/{self.repo}/compare/{params['basehead']}",
+            html_url=html,
+            permalink_url=html,
+            diff_url=f"{html}.diff",
+            patch_url=f"{html}.patch",
+            base_commit=self._commit(base),
+            merge_base_commit=self._commit(merge_base),
+            status=status,
+            ahead_by=len(ahead),
+            behind_by=behind,
+            total_commits=len(ahead),
+            commits=[self._commit(s) for s in ahead[(page - 1) * per_page : page * per_page]],
+        )
+        return 200, comparison, {}
+
+    def _request_reviewers(self, params, _query, body):
+        pull = self.pulls.get(int(params["number"]))
+        if pull is None:
+            return 404, self._error("Not Found"), {}
+        logins = body.get("reviewers", [])
+        if any(n not in self.collaborators or n == pull["user"]["login"] for n in logins):
+            return 422, self._error(NOT_COLLABORATOR.format(repo=self.repo)), {}
+        requested = pull.setdefault("requested_reviewers", [])
+        have = {user["login"] for user in requested}
+        requested += [self._user(n) for n in dict.fromkeys(logins) if n not in have]
+        return 201, pull, {}
+
+    def _pull_files(self, params, query, _body):
+        pull = self.pulls.get(int(params["number"]))
+        if pull is None:
+            return 404, self._error("Not Found"), {}
+        head = pull["head"]["sha"] if pull["head"]["sha"] in self.commits else None
+        if pull["head"]["repo"]["full_name"] == self.repo:  # not a fork: the branch's head
+            head = self._resolve(pull["head"]["ref"]) or head
+        base = self._resolve(pull["base"]["ref"])
+        merge_base = self._merge_base(base, head) if base and head else None
+        old = self.commits[merge_base]["files"] if merge_base else {}
+        new = self.commits[head]["files"] if head else {}
+        entries = []
+        for path in sorted(set(old) | set(new)):
+            if old.get(path) == new.get(path):
+                continue
+            status = "added" if path not in old else "removed" if path not in new else "modified"
+            entry = self._file_entry(path, new.get(path, old.get(path)), head or "main")
+            entries.append(
+                self.sample.named(
+                    "diff-entry",
+                    sha=entry["sha"],
+                    filename=path,
+                    status=status,
+                    blob_url=entry["html_url"],
+                    raw_url=entry["download_url"],
+                    contents_url=entry["url"],
+                )
+            )
+        return self._page(entries, query, f"/repos/{self.repo}/pulls/{params['number']}/files")
+
+    def _list_deployments(self, _params, query, _body):
+        keys = ("sha", "ref", "task", "environment")
+        items = [
+            d
+            for d in sorted(self.deployments.values(), key=lambda d: -d["id"])
+            if all(d[key] == query[key] for key in keys if key in query)
+        ]
+        return self._page(items, query, f"/repos/{self.repo}/deployments")
+
+    def _create_deployment(self, _params, _query, body):
+        sha = self._resolve(body["ref"])
+        if sha is None:
+            return 422, self._error(f"No ref found for: {body['ref']}"), {}
+        if "required_contexts" not in body and any(
+            s["sha"] == sha and s["state"] != "success" for s in self.statuses
+        ):
+            return 409, self._error(f"Conflict: Commit status checks failed for {body['ref']}."), {}
+        self._ids += 1
+        api, environment = f"{SPEC_SERVER}/repos/{self.repo}", body.get("environment", "production")
+        deployment = self.sample.named(
+            "deployment",
+            id=self._ids,
+            node_id=f"DE_{self._ids}",
+            sha=sha,
+            ref=body["ref"],
+            task=body.get("task", "deploy"),
+            payload=body.get("payload", {}),
+            environment=environment,
+            original_environment=environment,
+            description=body.get("description", ""),
+            creator=self._user(),
+            url=f"{api}/deployments/{self._ids}",
+            statuses_url=f"{api}/deployments/{self._ids}/statuses",
+            repository_url=api,
+            created_at=NOW,
+            updated_at=NOW,
+            transient_environment=body.get("transient_environment", False),
+            production_environment=body.get("production_environment", environment == "production"),
+        )
+        self.deployments[self._ids] = deployment
+        self.deployment_statuses[self._ids] = []
+        return 201, deployment, {}
+
+    def _list_deployment_statuses(self, params, query, _body):
+        if int(params["id"]) not in self.deployments:
+            return 404, self._error("Not Found"), {}
+        items = self.deployment_statuses[int(params["id"])]
+        return self._page(items, query, f"/repos/{self.repo}/deployments/{params['id']}/statuses")
+
+    def _create_deployment_status(self, params, _query, body):
+        deployment = self.deployments.get(int(params["id"]))
+        if deployment is None:
+            return 404, self._error("Not Found"), {}
+        status = self._deployment_status(deployment, body)
+        self.deployment_statuses[deployment["id"]].insert(0, status)
+        return 201, status, {}
+
     def _page(self, items: list, query: dict, path: str) -> tuple[int, list, dict]:
         per_page = min(int(query.get("per_page", 30)), 100)
         page = int(query.get("page", 1))
@@ -477,6 +877,11 @@ class Emulator:
             links += [link(1, "first"), link(page - 1, "prev")]
         chunk = items[(page - 1) * per_page : page * per_page]
         return 200, chunk, {"Link": ", ".join(links)} if links else {}
+
+
+def _blob_sha(data: bytes) -> str:
+    """Git's object id of a blob, as GitHub reports a file's ``sha``."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _describe(error: BaseException) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 
-from github_emulator import TOKEN, Emulator
-from slipway.github import MARKER, GitHub, GitHubError
+from github_emulator import BOT_EMAIL, TOKEN, Emulator
+from slipway.github import DEPLOYMENT_STATES, MARKER, GitHub, GitHubError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -300,4 +303,328 @@ def test_invalid_requests_are_caught_by_the_openapi_description(emulator, github
     assert "undeclared query parameter 'colour'" in emulator.invalid[1]
     assert "'body' is a required property" in emulator.invalid[2]
     assert "X-GitHub-Api-Version is None" in emulator.invalid[3]
+    emulator.invalid.clear()  # these were deliberate
+
+
+# -- files, branches, commits ---------------------------------------------------------------------
+
+
+def _blob_sha(text: str) -> str:
+    data = text.encode()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("branch", "path", "first", "second"),
+    [
+        pytest.param("main", "deploy/prod.yaml", "model: v1\n", "model: v2\n", id="ascii-nested"),
+        pytest.param(
+            "feature", "notes/café ✓.md", "modèle 模型 🚀\n", "naïve — ü\n", id="non-ascii"
+        ),
+        pytest.param("main", "empty.txt", "", "now\n", id="empty-then-text"),
+    ],
+)
+def test_put_file_creates_then_updates_a_file(emulator, github, branch, path, first, second):
+    created = github.put_file(branch, path, first, "Add the file")
+    updated = github.put_file(branch, path, second, "Change the file")
+
+    assert created["sha"] == _blob_sha(first)
+    assert updated["sha"] == _blob_sha(second)
+    assert updated["commit"] == emulator.branches[branch] != created["commit"]
+    puts = emulator.sent("PUT", "/contents/")
+    assert "sha" not in puts[0]
+    assert puts[1]["sha"] == created["sha"]
+    assert [base64.b64decode(p["content"]).decode() for p in puts] == [first, second]
+    assert {p["branch"] for p in puts} == {branch}
+    assert emulator.file(branch, path) == second
+    answer = github.request(
+        "GET", f"/repos/acme/models/contents/{quote(path)}", params={"ref": branch}
+    )
+    assert base64.b64decode(answer.json()["content"]).decode() == second
+    assert emulator.file("slipway/retrain", path) is None  # other branches are untouched
+
+
+def test_put_file_on_a_missing_branch_is_an_error(emulator, github):
+    with pytest.raises(GitHubError, match="404") as caught:
+        github.put_file("nope", "a.txt", "x", "m")
+    assert "Branch nope not found" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("branch", "from_ref"),
+    [
+        pytest.param("slipway/promote/prod", "main", id="from-branch"),
+        pytest.param("release", "refs/heads/main", id="from-full-ref"),
+        pytest.param("hotfix", None, id="from-sha"),
+    ],
+)
+def test_ensure_branch_is_idempotent(emulator, github, branch, from_ref):
+    main = emulator.branches["main"]
+    assert github.ensure_branch(branch, from_ref or main) == main
+    emulator.push(branch, {"x.txt": "moved on"})
+    assert github.ensure_branch(branch, from_ref or main) == emulator.branches[branch] != main
+    assert emulator.count("POST", "/git/refs") == 1
+
+
+def test_ensure_branch_from_a_missing_ref_names_it(emulator, github):
+    with pytest.raises(GitHubError, match="no branch 'nope'"):
+        github.ensure_branch("new", "nope")
+    assert "new" not in emulator.branches
+
+
+def test_ensure_branch_created_concurrently_returns_its_head(emulator, github, monkeypatch):
+    real_head = github._head
+    calls = []
+
+    def racing_head(branch):
+        calls.append(branch)
+        if len(calls) == 1:  # another run creates it right after this run looked
+            emulator.push("race", {"a": "b"})
+            return None
+        return real_head(branch)
+
+    monkeypatch.setattr(github, "_head", racing_head)
+    assert github.ensure_branch("race", "main") == emulator.branches["race"]
+
+
+def test_reset_branch_forces_the_head_back(emulator, github):
+    main = emulator.branches["main"]
+    github.ensure_branch("slipway/promote/prod", "main")
+    emulator.push("slipway/promote/prod", {"a.txt": "human edit"}, login="mallory")
+    assert github.reset_branch("slipway/promote/prod", main) == main
+    assert emulator.branches["slipway/promote/prod"] == main
+    assert emulator.sent("PATCH", "/git/refs/") == [{"sha": main, "force": True}]
+
+
+def test_branch_commits_report_who_pushed(emulator, github):
+    branch = "slipway/promote/prod"
+    github.ensure_branch(branch, "main")
+    bot = github.put_file(branch, "deploy/prod.yaml", "model: v2\n", "Promote v2")["commit"]
+    mallory = emulator.push(
+        branch,
+        {"deploy/prod.yaml": "model: v3\n"},
+        login="mallory",
+        email="mallory@example.com",
+        message="sneaky",
+    )
+    ghost = emulator.push(branch, {"x": "y"}, login=None, email="ghost@nowhere.invalid")
+    emulator.push("main", {"unrelated.txt": "main moved on"})
+
+    commits = github.branch_commits(branch, "main")
+
+    assert [c["sha"] for c in commits] == [bot, mallory, ghost]
+    assert [c["author"] for c in commits] == ["github-actions[bot]", "mallory", None]
+    assert [c["committer_email"] for c in commits] == [
+        BOT_EMAIL,
+        "mallory@example.com",
+        "ghost@nowhere.invalid",
+    ]
+    assert commits[1]["message"] == "sneaky"
+    assert github.branch_commits("main", "main") == []
+
+
+def test_branch_commits_page_through_a_long_branch(emulator, github):
+    for i in range(230):
+        emulator.push("feature", {"n.txt": str(i)})
+    commits = github.branch_commits("feature", "main")
+    assert len(commits) == 230
+    assert commits[-1]["sha"] == emulator.branches["feature"]
+    assert emulator.count("GET", "/compare/") == 3  # 100 per page
+
+
+# -- reviewers, pull request files ----------------------------------------------------------------
+
+
+def test_request_reviewers(emulator, github):
+    emulator.add_pull(4, "slipway/retrain", emulator.branches["slipway/retrain"])
+    pull = github.request_reviewers(4, ["alice", "bob"])
+    github.request_reviewers(4, ["alice"])
+    assert [u["login"] for u in pull["requested_reviewers"]] == ["alice", "bob"]
+    assert [u["login"] for u in emulator.pulls[4]["requested_reviewers"]] == ["alice", "bob"]
+
+
+@pytest.mark.parametrize(
+    "reviewers",
+    [["mallory"], ["alice", "mallory"], ["github-actions[bot]"]],
+    ids=["not-a-collaborator", "one-of-two", "the-author"],
+)
+def test_request_reviewers_422_names_the_users(emulator, github, reviewers):
+    emulator.collaborators.add("github-actions[bot]")
+    emulator.add_pull(4, "slipway/retrain", emulator.branches["slipway/retrain"])
+    with pytest.raises(GitHubError) as caught:
+        github.request_reviewers(4, reviewers)
+    error = caught.value
+    assert error.status == 422
+    assert f"cannot ask {', '.join(reviewers)} to review #4" in error.message
+    assert "Reviews may only be requested from collaborators" in error.message
+    assert "collaborators" in error.hint
+    assert emulator.pulls[4].get("requested_reviewers", []) == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "call", "expected", "gets"),
+    [
+        pytest.param(
+            lambda e, g: (
+                e.push("slipway/retrain", {f"data/f{i:03}.csv": "x" for i in range(150)}),
+                e.push("slipway/retrain", {"README.md": None}),
+                g.upsert_pull_request("slipway/retrain", "main", "Retrain", "b"),
+            ),
+            lambda g: g.pull_request_files(1),
+            ["README.md"] + [f"data/f{i:03}.csv" for i in range(150)],
+            ("/pulls/1/files", 2),
+            id="pull-request-files",
+        ),
+        pytest.param(
+            lambda e, g: [e.add_pull(n, f"b{n}", "a" * 40) for n in range(1, 131)],
+            lambda g: [p["number"] for p in g.open_pull_requests()],
+            list(range(130, 0, -1)),
+            ("/pulls", 2),
+            id="open-pull-requests",
+        ),
+    ],
+)
+def test_pull_request_lists_page_past_100(emulator, github, setup, call, expected, gets):
+    setup(emulator, github)
+    before = emulator.count("GET", gets[0])
+    assert call(github) == expected
+    assert emulator.count("GET", gets[0]) - before == gets[1]
+
+
+def test_pull_request_files_name_modified_and_removed_files(emulator, github):
+    emulator.push("feature", {"README.md": "# changed\n", "new.txt": "n"})
+    github.upsert_pull_request("feature", "main", "t", "b")
+    emulator.push("main", {"main-only.txt": "not in the PR"})
+    assert github.pull_request_files(1) == ["README.md", "new.txt"]
+
+
+# -- deployments ----------------------------------------------------------------------------------
+
+
+def test_deployments_and_statuses_round_trip_and_list_by_environment(emulator, github):
+    payload = {"model": "release-risk", "version": 7, "digest": "sha256:ab", "nested": {"ok": True}}
+    main = emulator.branches["main"]
+    first = github.create_deployment("main", "staging", "v7 to staging", payload)
+    sha = github.put_file("main", "deploy/staging.yaml", "v8\n", "v8")["commit"]
+    second = github.create_deployment(sha, "staging", "v8 to staging", {"version": 8})
+    prod = github.create_deployment("main", "production", "v8 to prod", {"version": 8})
+
+    assert (first["sha"], first["environment"], first["payload"]) == (main, "staging", payload)
+    assert second["sha"] == sha
+    assert [d["id"] for d in github.list_deployments("staging")] == [second["id"], first["id"]]
+    assert [d["id"] for d in github.list_deployments("production")] == [prod["id"]]
+    assert github.list_deployments("qa") == []
+    assert emulator.sent("POST", "/deployments")[0] == {
+        "ref": "main",
+        "environment": "staging",
+        "description": "v7 to staging",
+        "payload": payload,
+        "auto_merge": False,
+        "required_contexts": [],
+    }
+
+    url = "https://staging.models.invalid/"
+    github.create_deployment_status(second["id"], "in_progress", description="rolling out")
+    done = github.create_deployment_status(second["id"], "success", url, "y" * 200)
+    assert (done["state"], done["environment_url"], done["description"]) == (
+        "success",
+        url,
+        "y" * 140,
+    )
+    statuses = github.list_deployment_statuses(second["id"])
+    assert [s["state"] for s in statuses] == ["success", "in_progress"]
+    assert github.list_deployment_statuses(first["id"]) == []
+
+
+@pytest.mark.parametrize("state", DEPLOYMENT_STATES)
+def test_every_deployment_state_is_accepted(emulator, github, state):
+    deployment = github.create_deployment("main", "qa", "", {})
+    assert github.create_deployment_status(deployment["id"], state)["state"] == state
+
+
+def test_an_unknown_deployment_state_is_refused_before_sending(emulator, github):
+    deployment = github.create_deployment("main", "qa", "", {})
+    with pytest.raises(GitHubError, match="'done' is not one of"):
+        github.create_deployment_status(deployment["id"], "done")
+    assert emulator.count("POST", "/statuses") == 0
+
+
+def test_list_deployments_pages(emulator, github):
+    for i in range(105):
+        github.create_deployment("main", "staging" if i % 3 else "qa", f"d{i}", {"i": i})
+    assert len(github.list_deployments("staging")) == 70
+    assert emulator.count("GET", "/deployments?") == 1  # 70 fit on one page of 100
+    emulator.log.clear()
+    for _ in range(40):
+        github.create_deployment("main", "staging", "more", {})
+    assert len(github.list_deployments("staging")) == 110
+    assert emulator.count("GET", "/deployments?") == 2
+
+
+@pytest.mark.parametrize(
+    ("inject", "call", "applied", "sends", "waits"),
+    [
+        pytest.param(
+            lambda e, g: e.fail(502, method="POST"),
+            lambda g, e: g.create_deployment("main", "production", "v1", {"v": 1}),
+            lambda e: len(e.deployments),
+            ("POST", "/deployments", 2),
+            [1.0],
+            id="deployment-502",
+        ),
+        pytest.param(
+            lambda e, g: (g.create_deployment("main", "qa", "", {}), e.rate_limit(retry_after=4)),
+            lambda g, e: g.create_deployment_status(max(e.deployments), "success"),
+            lambda e: sum(len(s) for s in e.deployment_statuses.values()),
+            ("POST", "/statuses", 2),
+            [4.0],
+            id="deployment-status-rate-limited",
+        ),
+        pytest.param(
+            lambda e, g: e.fail(503, times=2, method="PUT"),
+            lambda g, e: g.put_file("main", "deploy/prod.yaml", "v1\n", "m"),
+            lambda e: len(e.commits) - 1,  # the seed commit
+            ("PUT", "/contents/", 3),
+            [1.0, 2.0],
+            id="put-file-503-twice",
+        ),
+        pytest.param(
+            lambda e, g: e.fail(500, method="POST"),
+            lambda g, e: g.ensure_branch("slipway/promote/qa", "main"),
+            lambda e: len(e.branches) - 3,  # the seeded branches
+            ("POST", "/git/refs", 2),
+            [1.0],
+            id="create-branch-500",
+        ),
+    ],
+)
+def test_transient_failures_on_promotion_calls_apply_once(
+    emulator, github, sleeps, inject, call, applied, sends, waits
+):
+    inject(emulator, github)
+    call(github, emulator)
+    assert applied(emulator) == 1
+    assert emulator.count(sends[0], sends[1]) == sends[2]
+    assert sleeps == pytest.approx(waits, abs=1.0)
+
+
+def test_a_deployment_of_an_unknown_ref_names_it(emulator, github):
+    with pytest.raises(GitHubError, match="No ref found for: nope"):
+        github.create_deployment("nope", "qa", "", {})
+
+
+def test_new_endpoints_reject_requests_outside_the_description(emulator, github):
+    with pytest.raises(GitHubError, match="422"):
+        github.request("PATCH", "/repos/acme/models/git/refs/heads/a/b", json={"force": True})
+    with pytest.raises(GitHubError, match="422"):
+        github.request("PUT", "/repos/acme/models/contents/a/b.txt", json={"content": "eA=="})
+    with pytest.raises(GitHubError, match="422"):
+        github.request("POST", "/repos/acme/models/deployments/1/statuses", json={"state": "done"})
+    with pytest.raises(GitHubError, match="422"):
+        github.request("GET", "/repos/acme/models/compare/main...a/b", params={"ref": "x"})
+    assert len(emulator.invalid) == 4
+    assert "'sha' is a required property" in emulator.invalid[0]
+    assert "'message' is a required property" in emulator.invalid[1]
+    assert "'done' is not one of" in emulator.invalid[2]
+    assert "undeclared query parameter 'ref'" in emulator.invalid[3]
     emulator.invalid.clear()  # these were deliberate

@@ -124,6 +124,9 @@ class ModelConfig(_Strict):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     schema_version: int = Field(ge=1)
+    # GitHub users or teams (`org/team`) who answer for the model: reviewers of its promotions.
+    owners: list[str] = Field(default_factory=list)
+    intended_use: str | None = None
     data: DataConfig
     target: Target
     group_column: str | None = None

@@ -1,4 +1,4 @@
-"""A small GitHub REST client: the sticky PR comment, bot pull requests, labels, commit statuses.
+"""A small GitHub REST client: the sticky PR comment, bot PRs and branches, statuses, deployments.
 
 Every call has a timeout and is retried with exponential backoff on 5xx, 429 and secondary rate
 limits, waiting as long as GitHub asks (``Retry-After``, ``x-ratelimit-reset``) up to a cap. The
@@ -7,12 +7,14 @@ token goes into one request header and nowhere else: not into messages, reprs or
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -25,13 +27,14 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 PER_PAGE = 100  # GitHub's maximum page size
 MAX_BODY = 65536  # GitHub's limit on a comment's characters
 _SCHEMES = ("http://", "https://")
+DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
 TRUNCATED = "\n\n… report truncated to fit a GitHub comment; the full one is in the job summary.\n"
 
 _HINTS = {
     401: "the token is missing, expired or revoked: check the token the workflow passes "
     "(GITHUB_TOKEN) and that the job's `permissions:` grant it",
     403: "the token lacks a permission: grant it in the workflow's `permissions:` "
-    "(pull-requests: write, issues: write, statuses: write, contents: write for bot PRs)",
+    "(pull-requests, issues, statuses, deployments: write; contents: write for bot PRs)",
     404: "the repository or the PR/issue number is wrong, or the token cannot see the repository "
     "(check GITHUB_REPOSITORY, the PR number and the token's repository access)",
     410: "the resource is gone (issues may be disabled on the repository)",
@@ -288,6 +291,127 @@ class GitHub:
         if target_url:
             payload["target_url"] = target_url
         return self.request("POST", self._repo(f"/statuses/{sha}"), json=payload).json()
+
+    def request_reviewers(self, number: int, reviewers: list[str]) -> dict:
+        """Ask ``reviewers`` (logins) to review pull request ``number``; the pull request."""
+        path = self._repo(f"/pulls/{number}/requested_reviewers")
+        try:
+            return self.request("POST", path, json={"reviewers": list(reviewers)}).json()
+        except GitHubError as exc:
+            if exc.status != 422:
+                raise
+            text = f"{exc.message}; cannot ask {', '.join(reviewers)} to review #{number}"
+            hint = "reviewers must be collaborators of the repository, not the PR's author"
+            raise GitHubError(text, hint, 422, exc.endpoint) from None
+
+    def pull_request_files(self, number: int) -> list[str]:
+        """The paths pull request ``number`` changes, across every page."""
+        return [f["filename"] for f in self.paginate(self._repo(f"/pulls/{number}/files"))]
+
+    def open_pull_requests(self) -> list[dict]:
+        """Every open pull request of the repository, newest first."""
+        return list(self.paginate(self._repo("/pulls"), {"state": "open"}))
+
+    # -- files, branches, commits ------------------------------------------------------------
+
+    def put_file(self, branch: str, path: str, content_text: str, message: str) -> dict:
+        """Commit ``path`` (new or not) on ``branch``; ``{"commit": sha, "sha": file's sha}``."""
+        url = self._repo(f"/contents/{quote(path.lstrip('/'))}")
+        content = base64.b64encode(content_text.encode("utf-8")).decode("ascii")
+        payload = {"message": message, "content": content, "branch": branch}
+        try:
+            current = self.request("GET", url, params={"ref": branch}).json()
+        except GitHubError as exc:
+            if exc.status != 404:  # 404: a new file
+                raise
+        else:
+            if not isinstance(current, dict) or current.get("type") != "file":
+                raise GitHubError(f"{path} on {branch} is not a file", "choose a file's path")
+            payload["sha"] = current["sha"]
+        answer = self.request("PUT", url, json=payload).json()
+        return {"commit": answer["commit"]["sha"], "sha": answer["content"]["sha"]}
+
+    def _head(self, branch: str) -> str | None:
+        try:
+            ref = self.request("GET", self._repo(f"/git/ref/heads/{quote(branch)}")).json()
+        except GitHubError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return ref["object"]["sha"]
+
+    def ensure_branch(self, branch: str, from_ref: str) -> str:
+        """Create ``branch`` unless it exists, at ``from_ref`` (branch or sha); its head sha."""
+        head = self._head(branch)
+        if head is not None:
+            return head
+        start = from_ref.removeprefix("refs/heads/")
+        sha = start if re.fullmatch(r"[0-9a-f]{40}", start) else self._head(start)
+        if sha is None:
+            text = f"cannot create branch {branch}: {self.repo} has no branch {from_ref!r}"
+            raise GitHubError(text, "name an existing branch or a full commit sha", 404)
+        body = {"ref": f"refs/heads/{branch}", "sha": sha}
+        try:
+            return self.request("POST", self._repo("/git/refs"), json=body).json()["object"]["sha"]
+        except GitHubError as exc:  # a concurrent run created it first
+            if exc.status != 422 or (head := self._head(branch)) is None:
+                raise
+            return head
+
+    def reset_branch(self, branch: str, sha: str) -> str:
+        """Force ``branch`` to commit ``sha``, dropping commits not in it; the new head sha."""
+        path = self._repo(f"/git/refs/heads/{quote(branch)}")
+        return self.request("PATCH", path, json={"sha": sha, "force": True}).json()["object"]["sha"]
+
+    def branch_commits(self, branch: str, base: str) -> list[dict]:
+        """The commits on ``branch`` not on ``base``, oldest first: ``sha``, ``author`` (a login;
+        None when the email is no account's), ``committer_email``, ``message``."""
+        url = self._repo(f"/compare/{quote(base)}...{quote(branch)}")
+        commits, total, page = [], 1, 1
+        while len(commits) < total:
+            answer = self.request("GET", url, params={"per_page": PER_PAGE, "page": page}).json()
+            if not answer["commits"]:
+                break
+            total, page = answer["total_commits"], page + 1
+            commits += [
+                {
+                    "sha": c["sha"],
+                    "author": (c.get("author") or {}).get("login"),
+                    "committer_email": (c["commit"].get("committer") or {}).get("email"),
+                    "message": c["commit"]["message"],
+                }
+                for c in answer["commits"]
+            ]
+        return commits
+
+    # -- deployments -------------------------------------------------------------------------
+
+    def create_deployment(
+        self, ref: str, environment: str, description: str, payload: dict
+    ) -> dict:
+        """Record a deployment of ``ref`` to ``environment`` (no auto-merge, no status checks)."""
+        body = {"ref": ref, "environment": environment, "description": description}
+        body |= {"payload": payload, "auto_merge": False, "required_contexts": []}
+        return self.request("POST", self._repo("/deployments"), json=body).json()
+
+    def create_deployment_status(
+        self, deployment_id: int, state: str, environment_url: str = "", description: str = ""
+    ) -> dict:
+        """Add a status (one of :data:`DEPLOYMENT_STATES`) to a deployment."""
+        if state not in DEPLOYMENT_STATES:
+            raise GitHubError(f"deployment state {state!r} is not one of {DEPLOYMENT_STATES}")
+        body = {"state": state, "environment_url": environment_url}
+        body["description"] = description[:140]  # GitHub's limit
+        path = self._repo(f"/deployments/{deployment_id}/statuses")
+        return self.request("POST", path, json=body).json()
+
+    def list_deployments(self, environment: str) -> list[dict]:
+        """The deployments to ``environment``, newest first, across every page."""
+        return list(self.paginate(self._repo("/deployments"), {"environment": environment}))
+
+    def list_deployment_statuses(self, deployment_id: int) -> list[dict]:
+        """A deployment's statuses, newest first, across every page."""
+        return list(self.paginate(self._repo(f"/deployments/{deployment_id}/statuses")))
 
 
 def _rate_limited(response: requests.Response) -> bool:

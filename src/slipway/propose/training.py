@@ -139,6 +139,10 @@ def register(
     }
     if number:
         tags["slipway.pr_number"] = number
+    if config.owners:
+        tags["slipway.owners"] = ",".join(config.owners)
+    if config.intended_use:
+        tags["slipway.intended_use"] = config.intended_use
     progress(f"logging to MLflow at {registry.tracking_uri}")
     params = {"seed": config.training.seed, **config.training.params}
     pending = registry.submit_log_and_register(

@@ -27,8 +27,10 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A repository whose main holds the committed manifests; work goes on a branch."""
+    for name in ("GITHUB_TOKEN", "GH_TOKEN", "GITHUB_REPOSITORY", "GITHUB_EVENT_PATH"):
+        monkeypatch.delenv(name, raising=False)  # no GitHub unless a test brings the emulator
     root = tmp_path / "repo"
     shutil.copytree(REPO / "environments", root / "environments")
     _git(root, "init", "-q", "-b", "main")
@@ -330,3 +332,69 @@ def test_rollback_needs_a_version_that_deployed_well(repo, versions, capsys):
     assert main(["rollback", "staging", "--to", good, *environments]) == 0  # --to: a PR's worth
     assert f"version: {good}" in (repo / "environments" / "staging.yaml").read_text()
     assert failed != good
+
+
+@pytest.fixture
+def github(emulator, monkeypatch):
+    from github_emulator import TOKEN
+
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_REPOSITORY", emulator.repo)
+    monkeypatch.setenv("GITHUB_API_URL", emulator.url)
+    return emulator
+
+
+def _open_pulls(gh, branch: str) -> list[dict]:
+    return [p for p in gh.pulls.values() if p["state"] == "open" and p["head"]["ref"] == branch]
+
+
+def test_promote_opens_one_pull_request_on_its_fixed_branch_and_updates_it(
+    repo, versions, github, capsys
+):
+    owners = {"slipway.owners": "alice,ml/platform", "slipway.intended_use": "rank releases"}
+    first = versions(**{"slipway.gate": "pass", "slipway.digest": DIGEST}, **owners)
+    assert _promote(repo, "staging", "--version", first) == 0
+    [pull] = _open_pulls(github, "slipway/promote-staging")
+    assert pull["title"] == f"Promote release-risk v{first} to staging"
+    body = pull["body"]
+    assert f"`version` → {first}" in body and DIGEST in body and "rank releases" in body
+    assert "**staging** → production" in body and "slipway rollback staging" in body
+    local = (repo / "environments" / "staging.yaml").read_text()
+    assert github.file("slipway/promote-staging", "environments/staging.yaml") == local
+    assert github.sent("POST", "/requested_reviewers") == [{"reviewers": ["alice"]}]  # users
+    assert "pull request created" in capsys.readouterr().err
+
+    second = versions(**{"slipway.gate": "pass", "slipway.digest": "sha256:" + "7a" * 32})
+    assert _promote(repo, "staging", "--version", second) == 0
+    [again] = _open_pulls(github, "slipway/promote-staging")
+    assert again["number"] == pull["number"] and f"v{second}" in again["title"]
+    text = github.file("slipway/promote-staging", "environments/staging.yaml")
+    assert f"version: {second}" in text and "sha256:" + "7a" * 32 in text
+
+
+def test_a_branch_a_person_pushed_to_is_commented_on_not_pushed_over(
+    repo, versions, github, capsys
+):
+    first = versions(**{"slipway.gate": "pass", "slipway.digest": DIGEST})
+    assert _promote(repo, "staging", "--version", first) == 0
+    [pull] = _open_pulls(github, "slipway/promote-staging")
+    mine = "# hand-edited\n"
+    github.push("slipway/promote-staging", {"environments/staging.yaml": mine}, login="carol")
+    second = versions(**{"slipway.gate": "pass", "slipway.digest": DIGEST})
+    capsys.readouterr()
+    assert _promote(repo, "staging", "--version", second) == 0
+    assert github.file("slipway/promote-staging", "environments/staging.yaml") == mine
+    [note] = [c["body"] for c in github.issue_comments(pull["number"])]
+    assert note.startswith("Not pushed: `slipway/promote-staging` holds commits by carol")
+    assert f"v{second}" in note
+    assert "did not push" in capsys.readouterr().err
+
+
+def test_without_a_token_the_pull_request_is_written_down(repo, versions, tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("GH_TOKEN", raising=False)
+    first = versions(**{"slipway.gate": "pass", "slipway.digest": DIGEST})
+    out = tmp_path / "out"
+    assert _promote(repo, "staging", "--version", first, "--out", str(out)) == 0
+    text = (out / "promote-pr.md").read_text()
+    assert text.startswith(f"# Promote release-risk v{first} to staging")

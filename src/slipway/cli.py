@@ -240,8 +240,20 @@ def cmd_promote(args: argparse.Namespace) -> int:
     done = promotion.promote(args.environment, args.version, registry, args.environments)
     print(done["title"])
     print("\n".join(done["diff"]) or "(already there: nothing changed)")
-    progress(f"rewrote {done['path']}; commit it as “{done['title']}” and open a pull request")
+    _report_pull_request(promotion.pull_request(done, registry, args.out, args.base))
     return 0
+
+
+def _report_pull_request(result: dict) -> None:
+    if result["action"] == "not posted":
+        progress(f"{result['reason']}: the pull request it would open is in {result['path']}")
+    elif not result.get("pushed", True):
+        progress(f"did not push to {result['branch']}: {result['reason']} ({result['action']})")
+    else:
+        progress(f"pull request {result['action']}: {result['url']} (branch {result['branch']})")
+        if result.get("reviewers_error"):
+            progress(f"could not request the owners' review: {result['reviewers_error']}")
+    _github_output({"pull-request": str(result.get("number") or "")})
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -274,15 +286,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from slipway.promote.promotion import pull_request
     from slipway.promote.rollback import rollback
 
-    done = rollback(args.environment, _registry(), args.environments, args.to, args.direct)
+    registry = _registry()
+    done = rollback(args.environment, registry, args.environments, args.to, args.direct)
     print(done["title"])
     print("\n".join(done["diff"]))
     if done["committed"]:
         progress(f"committed {done['committed'][:12]}; push it, and deploy.yml deploys it")
     else:
-        progress(f"rewrote {done['path']}; open a pull request titled “{done['title']}”")
+        _report_pull_request(pull_request(done, registry, args.out, "main", "rollback"))
     return 0
 
 

@@ -148,6 +148,10 @@ class Registry(ABC):
     def run_url(self, run_id: str | None) -> str | None:
         """A browser link to the run when the tracking server has a UI."""
 
+    @abstractmethod
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of each metric of a run (e.g. the gate's ``eval_*`` metrics)."""
+
 
 def load_copy(path: Path, ref: ModelRef) -> Any | None:
     """The model in a local copy of ``ref``'s MLflow model directory, when the copy's digest
@@ -431,6 +435,12 @@ class MlflowRegistry(Registry):
                 f"cannot download {artifact_path} of run {run_id}: {exc}", _REGISTRY_FIX
             ) from exc
 
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        try:
+            return dict(self._client.get_run(run_id).data.metrics)
+        except self._mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(f"cannot read run {run_id}: {exc}", _REGISTRY_FIX) from exc
+
     def run_url(self, run_id: str | None) -> str | None:
         if run_id is None or not self.tracking_uri.startswith(("http://", "https://")):
             return None
@@ -512,6 +522,14 @@ class RestReads(Registry):
 
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str) -> str:
         return self._full().download_artifact(run_id, artifact_path, dst_dir)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        answer = _rest_get(self.tracking_uri, "runs/get", run_id=run_id)
+        try:
+            found = answer[1]["run"]["data"].get("metrics", [])  # type: ignore[index]
+            return {m["key"]: float(m["value"]) for m in found}
+        except (KeyError, TypeError, IndexError, ValueError):
+            return self._full().run_metrics(run_id)
 
     def run_url(self, run_id: str | None) -> str | None:
         if run_id is None or not self.tracking_uri.startswith(("http://", "https://")):

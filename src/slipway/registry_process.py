@@ -170,6 +170,9 @@ class ProcessRegistry(Registry):
     def run_url(self, run_id: str | None) -> str | None:
         return self._call("run_url", run_id)
 
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return self._call("run_metrics", run_id)
+
     def close(self) -> None:
         """Let the child answer what was asked, then stop it."""
         self._outbox.put(None)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from slipway.errors import ConfigError, PromotionError, RegistryError
-from slipway.fsutil import write_json
+from slipway.fsutil import atomic_write_text, write_json
 from slipway.manifests import (
     Manifest,
     load_manifest,
@@ -40,7 +40,8 @@ def promote(environment: str, version: int, registry: Registry, directory: Path)
     unpackaged version, leaving the manifest as it was."""
     path = manifest_path(environment, directory)
     current = load_manifest(path)
-    tags = registry.get(current.model, str(version)).tags
+    ref = registry.get(current.model, str(version))
+    tags = ref.tags
     reasons = []
     gate = checks.gate_passed(version, tags)
     if gate.status == checks.FAIL:
@@ -64,7 +65,65 @@ def promote(environment: str, version: int, registry: Registry, directory: Path)
         "version": version,
         "digest": updated.digest,
         "diff": _changed_lines(before, after),
+        "tags": tags,
+        "run_id": ref.run_id,
+        "manifest": current,
     }
+
+
+def pull_request(
+    done: dict[str, Any],
+    registry: Registry,
+    out_dir: Path,
+    base: str,
+    purpose: str = "promote",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Open or update the pull request carrying ``done``'s manifest change, on the fixed branch
+    ``slipway/PURPOSE-ENV``; without a token and repository, write its body to
+    ``OUT/PURPOSE-pr.md`` and say what would have been opened."""
+    from slipway.promote.pull_request import body, open_or_update
+
+    env = dict(os.environ) if env is None else env
+    tags, manifest = done["tags"], done["manifest"]
+    metrics = registry.run_metrics(done["run_id"]) if done["run_id"] else {}
+    current: dict[str, float] | None = None
+    if manifest.version is not None:
+        ref = registry.get(manifest.model, str(manifest.version))
+        current = registry.run_metrics(ref.run_id) if ref.run_id else None
+    text_body = body(manifest, done["version"], tags, metrics, current, ["staging", "production"])
+    branch = f"slipway/{purpose}-{done['environment']}"
+    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+    repo = env.get("GITHUB_REPOSITORY")
+    if not token or not repo:
+        path = out_dir / f"{purpose}-pr.md"
+        atomic_write_text(path, f"# {done['title']}\n\n{text_body}")
+        return {
+            "action": "not posted",
+            "branch": branch,
+            "path": str(path),
+            "reason": "no GITHUB_TOKEN and GITHUB_REPOSITORY",
+        }
+    from slipway.github import GitHub
+
+    manifest_file = Path(done["path"]).resolve()
+    root = Path(_git(manifest_file.parent, "rev-parse", "--show-toplevel").strip())
+    owners = [o for o in (tags.get("slipway.owners") or "").split(",") if o]
+    github = GitHub(token, repo, api_url=env.get("GITHUB_API_URL"))
+    try:
+        result = open_or_update(
+            github,
+            branch,
+            base,
+            manifest_file.relative_to(root).as_posix(),
+            manifest_file.read_text(encoding="utf-8"),
+            done["title"],
+            text_body,
+            owners,
+        )
+    finally:
+        github.close()
+    return {**result, "branch": branch}
 
 
 def _changed_lines(before: str, after: str) -> list[str]:

@@ -1,0 +1,130 @@
+"""The bot pull request that carries a manifest change: one fixed branch per purpose.
+
+The branch ``slipway/promote-ENV`` (or ``slipway/rollback-ENV``) is reset to the base and the
+manifest committed on it through the REST API; the one open pull request from it is opened or
+updated, never a second. A branch holding a commit the bot did not make is a person's now: it
+is not pushed over, and the pull request gets a comment with the new evidence instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slipway.github import GitHub, GitHubError
+from slipway.manifests import Manifest
+
+METRICS = ("recall", "precision", "f1", "accuracy", "roc_auc", "pr_auc", "log_loss")
+
+
+def _is_bot(commit: dict[str, Any]) -> bool:
+    return str(commit.get("author") or "").endswith("[bot]") or "[bot]" in str(
+        commit.get("committer_email") or ""
+    )
+
+
+def body(
+    manifest: Manifest,
+    version: int,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    current_metrics: dict[str, float] | None,
+    stage_path: list[str],
+) -> str:
+    """The evidence a reviewer needs to merge without opening another tab."""
+    environment, model = manifest.environment, manifest.model
+    current = manifest.version
+    lines = [
+        f"Promotes **{model} v{version}** to **{environment}**"
+        + (f" (runs v{current} now)." if current else " (nothing runs there yet)."),
+        "",
+        "### What changes",
+        "",
+        f"`environments/{environment}.yaml`: `version` → {version}, "
+        f"`digest` → `{tags.get('slipway.digest')}` (the Bento `slipway package` stored).",
+        "",
+        "### Gate",
+        "",
+        f"- verdict: **{tags.get('slipway.gate', 'not gated')}** on the frozen eval set "
+        f"(`{str(tags.get('slipway.gate_eval_digest', ''))[:12]}`)",
+        "",
+        f"| metric | v{version} | {f'v{current}' if current else 'now'} | Δ |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in METRICS:
+        value = metrics.get(f"eval_{name}")
+        before = (current_metrics or {}).get(f"eval_{name}")
+        delta = f"{value - before:+.3f}" if value is not None and before is not None else "—"
+        lines.append(f"| {name} | {_num(value)} | {_num(before)} | {delta} |")
+    lines += [
+        "",
+        "### Stage path",
+        "",
+        " → ".join(f"**{stage}**" if stage == environment else stage for stage in stage_path),
+        "",
+        "### Version card",
+        "",
+        f"- owners: {tags.get('slipway.owners') or '—'}",
+        f"- intended use: {tags.get('slipway.intended_use') or '—'}",
+        f"- trained from commit `{tags.get('slipway.git_commit', '—')}`, "
+        f"data sha256 `{str(tags.get('slipway.data_digest', '—'))[:12]}`",
+        "",
+        "### On merge",
+        "",
+        f"`deploy.yml` runs `slipway deploy {environment}`: the new version starts beside the old "
+        "one, is smoke-tested, and only then takes the traffic. To undo: "
+        f"`slipway rollback {environment}`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def open_or_update(
+    github: GitHub,
+    branch: str,
+    base: str,
+    path: str,
+    text: str,
+    title: str,
+    text_body: str,
+    reviewers: list[str],
+) -> dict[str, Any]:
+    """Commit ``text`` to ``path`` on ``branch`` and open or update its one pull request."""
+    github.ensure_branch(branch, base)
+    people = [c for c in github.branch_commits(branch, base) if not _is_bot(c)]
+    existing = github.find_pull_request(branch, base)
+    if people:
+        names = {c.get("author") or c.get("committer_email") or "?" for c in people}
+        who = ", ".join(sorted(names))
+        note = (
+            f"Not pushed: `{branch}` holds commits by {who}, so it is theirs now. "
+            f"The change Slipway would make:\n\n{text_body}"
+        )
+        if existing is not None:
+            github.create_issue_comment(existing["number"], note)
+        return {
+            "action": "commented" if existing else "skipped",
+            "number": existing["number"] if existing else None,
+            "url": existing.get("html_url") if existing else None,
+            "pushed": False,
+            "reason": f"the branch holds commits by {who}",
+        }
+    github.reset_branch(branch, _sha_of(github, base))  # one bot commit on top of base
+    github.put_file(branch, path, text, title)
+    pull = github.upsert_pull_request(branch, base, title, text_body)
+    result = {**pull, "pushed": True, "reviewers": [], "reviewers_error": None}
+    users = [r for r in reviewers if "/" not in r]  # org/team owners: CODEOWNERS asks them
+    if users:
+        try:
+            github.request_reviewers(pull["number"], users)
+            result["reviewers"] = users
+        except GitHubError as exc:
+            result["reviewers_error"] = exc.message
+    return result
+
+
+def _sha_of(github: GitHub, ref: str) -> str:
+    """The commit ``ref`` (a branch) points at."""
+    return github.ensure_branch(ref, ref)

@@ -523,12 +523,12 @@ def test_deployments_and_statuses_round_trip_and_list_by_environment(emulator, g
         "required_contexts": [],
     }
 
-    url = "https://staging.models.invalid/"
+    served_at = "https://staging.models.invalid/"
     github.create_deployment_status(second["id"], "in_progress", description="rolling out")
-    done = github.create_deployment_status(second["id"], "success", url, "y" * 200)
+    done = github.create_deployment_status(second["id"], "success", served_at, "y" * 200)
     assert (done["state"], done["environment_url"], done["description"]) == (
         "success",
-        url,
+        served_at,
         "y" * 140,
     )
     statuses = github.list_deployment_statuses(second["id"])

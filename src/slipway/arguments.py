@@ -103,20 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port", type=int, help="port on 127.0.0.1 (default: 3000 staging, 3001 production)"
     )
-    p.add_argument(
-        "--environments",
-        type=Path,
-        default=Path("environments"),
-        metavar="DIR",
-        help="directory of the environment manifests (default: %(default)s)",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=90.0,
-        metavar="S",
-        help="seconds to wait for readiness (default: %(default)s)",
-    )
+    _environments_option(p)
+    _timeout_option(p, "readiness")
 
     p = sub.add_parser(
         "smoke",
@@ -127,13 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("url", metavar="URL", help="base URL, e.g. http://127.0.0.1:3000")
     p.add_argument("--rows", type=int, default=20, help="eval rows to send (default: %(default)s)")
-    p.add_argument(
-        "--max-p95-ms",
-        type=float,
-        default=250.0,
-        metavar="MS",
-        help="largest allowed p95 latency of single-record calls (default: %(default)s)",
-    )
+    _max_p95_option(p)
 
     p = sub.add_parser(
         "report",
@@ -173,13 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REF",
         help="git ref the promotion is compared with (default: %(default)s)",
     )
-    p.add_argument(
-        "--environments",
-        type=Path,
-        default=Path("environments"),
-        metavar="DIR",
-        help="directory of the environment manifests (default: %(default)s)",
-    )
+    _environments_option(p)
 
     p = sub.add_parser(
         "deploy",
@@ -192,28 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/deploy.json.",
     )
     p.add_argument("environment", metavar="ENV", help="staging or production")
-    p.add_argument(
-        "--environments",
-        type=Path,
-        default=Path("environments"),
-        metavar="DIR",
-        help="directory of the environment manifests (default: %(default)s)",
-    )
+    _environments_option(p)
     p.add_argument("--rows", type=int, default=20, help="eval rows to smoke-test with")
-    p.add_argument(
-        "--max-p95-ms",
-        type=float,
-        default=250.0,
-        metavar="MS",
-        help="largest allowed p95 latency of single-record calls (default: %(default)s)",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=90.0,
-        metavar="S",
-        help="seconds to wait for the new server's readiness (default: %(default)s)",
-    )
+    _max_p95_option(p)
+    _timeout_option(p, "the new server's readiness")
 
     p = sub.add_parser(
         "rollback",
@@ -226,13 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("environment", metavar="ENV", help="staging or production")
     p.add_argument("--to", metavar="N", help="the version to go back to")
     p.add_argument("--direct", action="store_true", help="commit the change now (for emergencies)")
-    p.add_argument(
-        "--environments",
-        type=Path,
-        default=Path("environments"),
-        metavar="DIR",
-        help="directory of the environment manifests (default: %(default)s)",
-    )
+    _environments_option(p)
 
     p = sub.add_parser(
         "history",
@@ -243,13 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and deploy result in ENV from the registry, and whether it was rolled back. No cap.",
     )
     p.add_argument("environment", metavar="ENV", help="staging or production")
-    p.add_argument(
-        "--environments",
-        type=Path,
-        default=Path("environments"),
-        metavar="DIR",
-        help="directory of the environment manifests (default: %(default)s)",
-    )
+    _environments_option(p)
     p.add_argument("--json", action="store_true", help="print the history as JSON")
 
     p = sub.add_parser(
@@ -260,13 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answers with, and the version its MLflow alias points at. Exit 1 when any disagree, "
         "with the fix for each.",
     )
-    p.add_argument(
-        "--environments",
-        type=Path,
-        default=Path("environments"),
-        metavar="DIR",
-        help="directory of the environment manifests (default: %(default)s)",
-    )
+    _environments_option(p)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
     p = sub.add_parser(
@@ -297,4 +237,34 @@ def _version_option(parser: argparse.ArgumentParser, verb: str) -> None:
         dest="version",
         metavar="N",
         help=f"version to {verb} (default: the one in OUT/train.json)",
+    )
+
+
+def _environments_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--environments",
+        type=Path,
+        default=Path("environments"),
+        metavar="DIR",
+        help="directory of the environment manifests (default: %(default)s)",
+    )
+
+
+def _max_p95_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=250.0,
+        metavar="MS",
+        help="largest allowed p95 latency of single-record calls (default: %(default)s)",
+    )
+
+
+def _timeout_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        metavar="S",
+        help=f"seconds to wait for {what} (default: %(default)s)",
     )

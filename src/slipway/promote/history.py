@@ -8,15 +8,15 @@ that environment). Nothing is capped: the whole log is read in one ``git log -p`
 from __future__ import annotations
 
 import re
-import subprocess
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from slipway.errors import ConfigError, RegistryError
+from slipway.errors import RegistryError
 from slipway.manifests import load_manifest, manifest_path
 from slipway.promote.checks import GATE_TAG, deployed_tag, smoke_tag
 from slipway.promote.deploy import RESULT_TAG
+from slipway.promote.repository import git, toplevel
 from slipway.registry import Registry
 
 SCHEMA = "slipway.history/1"
@@ -28,10 +28,10 @@ _LINE = re.compile(r"^\+(version|digest):[ \t]*([^#\s]*)")
 
 def manifest_log(path: Path) -> list[dict[str, Any]]:
     """Each commit that changed the manifest's ``version`` or ``digest``, newest first."""
-    root = _git(path.parent, "rev-parse", "--show-toplevel").strip()
+    root = toplevel(path.parent)
     relative = path.resolve().relative_to(root).as_posix()
-    text = _git(
-        Path(root),
+    text = git(
+        root,
         "log",
         "-p",
         "--unified=0",
@@ -85,15 +85,3 @@ def history(environment: str, registry: Registry, directory: Path) -> dict[str, 
     if entries:
         entries[0]["rolled_back"] = False
     return {"schema": SCHEMA, "environment": environment, "model": model, "entries": entries}
-
-
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
-    )
-    if done.returncode != 0:
-        raise ConfigError(
-            f"git {args[0]} failed: {done.stderr.strip()}",
-            "run inside the repository that holds the environment manifests",
-        )
-    return done.stdout

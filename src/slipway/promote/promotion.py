@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from slipway.manifests import (
     update_manifest,
 )
 from slipway.promote import checks
+from slipway.promote.repository import git, show, toplevel
 from slipway.registry import Registry
 
 SCHEMA = "slipway.promote-check/1"
@@ -107,7 +107,7 @@ def pull_request(
     from slipway.github import GitHub
 
     manifest_file = Path(done["path"]).resolve()
-    root = Path(_git(manifest_file.parent, "rev-parse", "--show-toplevel").strip())
+    root = toplevel(manifest_file.parent)
     owners = [o for o in (tags.get("slipway.owners") or "").split(",") if o]
     github = GitHub(token, repo, api_url=env.get("GITHUB_API_URL"))
     try:
@@ -143,9 +143,10 @@ def check(
     now = now or datetime.now(UTC)
     env = dict(os.environ) if env is None else env
     path = manifest_path(environment, directory)
-    root = Path(_git(directory, "rev-parse", "--show-toplevel").strip())
+    root = toplevel(directory)
     relative = path.resolve().relative_to(root).as_posix()
-    changed = _git(root, "diff", "--name-only", base).splitlines()  # the tree against base
+    fix = "pass an existing --base (a branch or commit)"
+    changed = git(root, "diff", "--name-only", base, fix=fix).splitlines()  # tree vs base
     found: list[checks.Check] = [checks.one_environment(changed)]
     try:
         manifest = load_manifest(path)
@@ -153,7 +154,7 @@ def check(
         found.append(checks.Check("schema", checks.FAIL, exc.message))
         return _document(environment, found, None)
     found.append(checks.Check("schema", checks.PASS, f"{relative} is a valid manifest"))
-    before_text = _git_show(root, base, relative)
+    before_text = show(root, base, relative)
     before = parse_manifest(before_text, f"{base}:{relative}") if before_text else None
     found.append(checks.promoted_fields(before, manifest))
     if manifest.version is None:
@@ -212,22 +213,3 @@ def write_check(document: dict[str, Any], out_dir: Path) -> Path:
     path = out_dir / "promote.json"
     write_json(path, document)
     return path
-
-
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
-    )
-    if done.returncode != 0:
-        raise ConfigError(
-            f"git {' '.join(args)} failed: {done.stderr.strip()}",
-            "run inside the repository and pass an existing --base (a branch or commit)",
-        )
-    return done.stdout
-
-
-def _git_show(root: Path, base: str, relative: str) -> str | None:
-    done = subprocess.run(
-        ["git", "show", f"{base}:{relative}"], cwd=root, capture_output=True, text=True, check=False
-    )
-    return done.stdout if done.returncode == 0 else None

@@ -7,7 +7,6 @@ committed at once (for emergencies); otherwise it is left for a pull request.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from slipway.errors import ConfigError, PromotionError
 from slipway.manifests import load_manifest, manifest_path
 from slipway.promote.history import history
 from slipway.promote.promotion import promote
+from slipway.promote.repository import git
 from slipway.registry import Registry
 
 
@@ -66,17 +66,7 @@ def rollback(
 
 
 def _commit(path: Path, message: str) -> str:
-    def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", *args], cwd=path.parent, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            raise ConfigError(
-                f"git {args[0]} failed: {result.stderr.strip()}",
-                "commit the manifest yourself, or fix the repository and run rollback again",
-            )
-        return result.stdout.strip()
-
-    git("add", "--", path.name)
-    git("commit", "-m", message, "--", path.name)
-    return git("rev-parse", "HEAD")
+    fix = "commit the manifest yourself, or fix the repository and run rollback again"
+    git(path.parent, "add", "--", path.name, fix=fix)
+    git(path.parent, "commit", "-m", message, "--", path.name, fix=fix)
+    return git(path.parent, "rev-parse", "HEAD").strip()

@@ -27,6 +27,7 @@ SHARED = {
     "slipway.progress",
     "slipway.registry",
     "slipway.registry_process",
+    "slipway.registry_rest",
 }
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from act_harness import MlflowServer, free_port
 from slipway.errors import RegistryError
-from slipway.registry import MlflowRegistry, RestReads, _preflight
+from slipway.registry import MlflowRegistry, _preflight
+from slipway.registry_rest import RestReads
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from slipway.registry import RestReads, default_tracking_uri
+    from slipway.registry import default_tracking_uri
+    from slipway.registry_rest import RestReads
 
     # Reads over REST; MLflow loads in the child meanwhile, for the champion and the tags.
     registry = RestReads(default_tracking_uri(), lambda: _registry(in_child=True), eager=True)
@@ -143,7 +144,8 @@ def cmd_package(args: argparse.Namespace) -> int:
             f"no version to package: {args.out / 'train.json'} does not exist",
             "pass --version N or run `slipway train` first",
         )
-    from slipway.registry import RestReads, default_tracking_uri
+    from slipway.registry import default_tracking_uri
+    from slipway.registry_rest import RestReads
 
     # With the copy `train` left, packaging reads one version's tags: over REST, no MLflow.
     registry = RestReads(default_tracking_uri(), lambda: _registry(in_child=True))
@@ -221,7 +223,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from slipway.promote import promotion
-    from slipway.registry import RestReads, default_tracking_uri
+    from slipway.registry import default_tracking_uri
+    from slipway.registry_rest import RestReads
 
     # A promotion reads one version's tags: over REST, with no MLflow, pandas or scikit-learn.
     registry = RestReads(default_tracking_uri(), _registry)

@@ -25,8 +25,9 @@ from slipway.manifests import (
 from slipway.propose.contract import prepare, read_dataset
 from slipway.propose.training import train
 from slipway.registry import SERIALIZATION_FORMAT
-from slipway.serve import packaging
-from slipway.serve.packaging import ARCHIVE_TAGS, SERVICE_MODULES, fetch_bento
+from slipway.serve import archive
+from slipway.serve.archive import ARCHIVE_TAGS, fetch_bento
+from slipway.serve.packaging import SERVICE_MODULES
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_ORDER = ["environment", "model", "version", "digest", "target", "promotion", "rollout"]
@@ -351,7 +352,7 @@ def test_an_archive_that_cannot_be_stored_leaves_the_version_untagged(
     train(config, registry, tmp_path / "out")
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.setattr(
-        packaging, "_export", lambda _tag, _home, target: target.write_bytes(b"bento")
+        archive, "_export", lambda _tag, _home, target: target.write_bytes(b"bento")
     )
     logged: list[str] = []
 
@@ -361,13 +362,13 @@ def test_an_archive_that_cannot_be_stored_leaves_the_version_untagged(
     monkeypatch.setattr(registry, "log_artifact", refuse)
     store = ("release-risk-service:v1-0123456789ab", "sha256:0123456789ab" + "0" * 52)
     with pytest.raises(PackagingError, match="read-only") as failed:
-        packaging.store_archive(config, registry, "1", *store)
+        archive.store_archive(config, registry, "1", *store)
     assert "`slipway package` again" in failed.value.hint
     assert not set(ARCHIVE_TAGS) & set(registry.get("release-risk", "1").tags)
 
     monkeypatch.setattr(registry, "log_artifact", lambda *args: logged.append(args[2]))
-    first = packaging.store_archive(config, registry, "1", *store)
+    first = archive.store_archive(config, registry, "1", *store)
     assert first["reused"] is False and logged == ["bento"]
     assert first["archive_sha256"] == hashlib.sha256(b"bento").hexdigest()
-    assert packaging.store_archive(config, registry, "1", *store)["reused"] is True
+    assert archive.store_archive(config, registry, "1", *store)["reused"] is True
     assert logged == ["bento"]  # the same digest again: no second archive

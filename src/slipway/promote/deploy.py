@@ -23,7 +23,8 @@ from slipway.manifests import load_manifest, manifest_path
 from slipway.progress import Progress
 from slipway.promote.checks import deployed_tag, smoke_tag
 from slipway.registry import Registry
-from slipway.serve.packaging import bentoml_home, fetch_bento
+from slipway.serve.archive import fetch_bento
+from slipway.serve.packaging import bentoml_home
 from slipway.serve.server import free_port, server_state, start_server, stop_pid, stop_server
 from slipway.serve.smoke import smoke
 

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from slipway.serve.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 STAND_INS = Path(__file__).resolve().parent / "act"
@@ -64,12 +65,6 @@ def prune_setup_environments() -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class MlflowServer:

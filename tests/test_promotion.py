@@ -322,7 +322,7 @@ def test_history_and_rollback_through_the_manifest_log(repo, versions, capsys, m
 
 
 def test_rollback_needs_a_version_that_deployed_well(repo, versions, capsys):
-    failed = versions(**_deployed(**{"slipway.deploy.staging": "failure"}))
+    versions(**_deployed(**{"slipway.deploy.staging": "failure"}))
     environments = ["--environments", str(repo / "environments")]
     before = (repo / "environments" / "staging.yaml").read_bytes()
     assert main(["rollback", "staging", *environments]) == 1
@@ -331,7 +331,6 @@ def test_rollback_needs_a_version_that_deployed_well(repo, versions, capsys):
     good = versions(**_deployed())
     assert main(["rollback", "staging", "--to", good, *environments]) == 0  # --to: a PR's worth
     assert f"version: {good}" in (repo / "environments" / "staging.yaml").read_text()
-    assert failed != good
 
 
 @pytest.fixture

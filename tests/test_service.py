@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import socket
 import threading
 import time
 from collections import Counter
@@ -34,7 +33,7 @@ from slipway.manifests import Manifest, render_manifest
 from slipway.probabilities import probability_function
 from slipway.propose.contract import prepare, read_dataset
 from slipway.serve.prediction_log import PredictionLog
-from slipway.serve.server import LOOPBACK
+from slipway.serve.server import LOOPBACK, free_port
 from slipway.serve.service import (
     Deployment,
     Prediction,
@@ -589,12 +588,6 @@ def test_shadow_over_http_serves_stable_and_logs_both(trained):
 # --- the real server: slipway serve / smoke / serve --stop ----------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, payload: Any) -> requests.Response:
     return requests.post(f"{url}/predict", json=payload, timeout=30)
 
@@ -603,7 +596,7 @@ def _post(url: str, payload: Any) -> requests.Response:
 def test_real_server_serves_smokes_and_stops(trained, capsys):
     environments = trained.root / "environments-real"
     _manifest(environments)
-    port = _free_port()
+    port = free_port()
     args = ["--config", str(trained.config_path), "--out", str(trained.root / "out-real")]
     serve = ["serve", "staging", "--environments", str(environments), "--port", str(port)]
     assert main([*serve, *args]) == 0

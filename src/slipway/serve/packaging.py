@@ -163,8 +163,8 @@ def _verified_copy(out_dir: Path | None, ref: ModelRef, progress: Progress) -> P
     if not expected or not copy.is_dir() or not gate.is_file():
         return None
     try:
-        candidate = read_json(gate)["candidate"]
-        passed = read_json(gate)["status"] == "pass"
+        verdict = read_json(gate)
+        candidate, passed = verdict["candidate"], verdict["status"] == "pass"
     except (ValueError, KeyError, TypeError):
         return None
     same = str(candidate.get("version")) == ref.version and candidate.get("run_id") == ref.run_id

@@ -65,6 +65,7 @@ ROUTES = [
         "request_reviewers",
     ),
     ("GET", r"/pulls/(?P<number>\d+)/files", "/pulls/{pull_number}/files", "pull_files"),
+    ("GET", r"/commits/(?P<sha>[^/]+)/pulls", "/commits/{commit_sha}/pulls", "commit_pulls"),
     ("GET", r"/deployments", "/deployments", "list_deployments"),
     ("POST", r"/deployments", "/deployments", "create_deployment"),
     (
@@ -238,6 +239,13 @@ class Emulator:
         with self.lock:
             pull = self._pull(number, f"PR {number}", head, "main", None, sha=sha, fork=fork)
             self.pulls[number] = pull
+            return pull
+
+    def merge(self, number: int, sha: str) -> dict:
+        """Close pull request ``number`` as merged into its base by commit ``sha``."""
+        with self.lock:
+            pull = self.pulls[number]
+            pull.update(state="closed", merged_at=NOW, closed_at=NOW, merge_commit_sha=sha)
             return pull
 
     def push(
@@ -615,6 +623,15 @@ class Emulator:
             and ("base" not in query or p["base"]["ref"] == query["base"])
         ]
         return self._page(items, query, f"/repos/{self.repo}/pulls")
+
+    def _commit_pulls(self, params, query, _body):
+        sha = params["sha"]
+        items = [
+            p
+            for p in sorted(self.pulls.values(), key=lambda p: -p["number"])
+            if sha in (p["head"]["sha"], p.get("merge_commit_sha"))
+        ]
+        return self._page(items, query, f"/repos/{self.repo}/commits/{sha}/pulls")
 
     def _create_pull(self, _params, _query, body):
         if body["head"] not in self.branches or body["base"] not in self.branches:

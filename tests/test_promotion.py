@@ -126,6 +126,7 @@ def test_a_gated_packaged_version_passes_the_staging_checks(repo, versions, tmp_
         "version": "pass",
         "gate": "pass",
         "digest": "pass",
+        "candidate": "skipped",
         "stage": "skipped",
         "freeze": "pass",
         "one-open-promotion": "skipped",

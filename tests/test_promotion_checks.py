@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from slipway.manifests import Manifest
+from slipway.manifests import Manifest, Rollout
 from slipway.promote import checks
 from slipway.promote.checks import FAIL, PASS, SKIPPED
 
@@ -56,14 +56,25 @@ def test_one_environment_per_pull_request(changed, status, reason):
     assert checks.one_environment(changed) == checks.Check("one-environment", status, reason)
 
 
-def test_only_version_and_digest_may_move():
+def test_only_version_digest_and_rollout_may_move():
     before = _production()
     assert checks.promoted_fields(None, before).status == PASS
     moved = before.model_copy(update={"version": 8, "digest": "sha256:" + "cd" * 32})
     assert checks.promoted_fields(before, moved) == checks.Check(
         "fields", PASS, "changes digest and version"
     )
-    assert checks.promoted_fields(before, before).reason == "changes neither version nor digest"
+    assert checks.promoted_fields(before, before) == checks.Check(
+        "fields", FAIL, "changes neither version, digest nor rollout"
+    )
+    canary = Rollout(mode="canary", candidate_version=8, canary_percent=10)
+    started = before.model_copy(update={"rollout": canary})
+    assert checks.promoted_fields(before, started) == checks.Check(
+        "fields", PASS, "changes rollout"
+    )
+    moved_target = before.model_copy(update={"target": "other"})
+    assert checks.promoted_fields(before, moved_target) == checks.Check(
+        "fields", FAIL, "also changes target: not a promotion"
+    )
     loosened = _production(soak_hours=0.5)
     found = checks.promoted_fields(before, loosened.model_copy(update={"version": 8}))
     assert found == checks.Check("fields", FAIL, "also changes promotion: not a promotion")
@@ -186,3 +197,56 @@ def test_verdict_fails_on_any_failure_and_ignores_skips():
 def test_invalid_promotion_rules_are_refused(rules, named):
     with pytest.raises(ValueError, match=named):
         _production(**rules)
+
+
+def _canary(candidate: int | None) -> Manifest:
+    if candidate is None:
+        return _production()
+    rollout = Rollout(mode="canary", candidate_version=candidate, canary_percent=10)
+    return _production().model_copy(update={"rollout": rollout})
+
+
+@pytest.mark.parametrize(
+    ("candidate", "tags", "status", "reason"),
+    [
+        (None, None, SKIPPED, "no candidate in the rollout"),
+        (8, {"slipway.gate": "pass"}, PASS, "candidate v8 passed its gate"),
+        (8, {"slipway.gate": "fail"}, FAIL, "candidate v8's gate verdict is fail"),
+        (8, {}, FAIL, "candidate v8's gate verdict is none"),
+        (8, None, FAIL, "candidate v8 is not in the registry"),
+    ],
+)
+def test_a_rollout_candidate_must_have_passed_its_gate(candidate, tags, status, reason):
+    found = checks.candidate_gated(_canary(candidate), tags)
+    assert found == checks.Check("candidate", status, reason)
+
+
+@pytest.mark.parametrize(
+    ("open_files", "status", "reason"),
+    [
+        ({}, PASS, "no other open pull request changes environments/production.yaml"),
+        (
+            {5: ["environments/production.yaml"]},
+            PASS,
+            "no other open pull request changes environments/production.yaml",
+        ),  # this pull request itself
+        (
+            {6: ["environments/staging.yaml"]},
+            PASS,
+            "no other open pull request changes environments/production.yaml",
+        ),
+        (
+            {6: ["environments/production.yaml"]},
+            FAIL,
+            "#6 also changes environments/production.yaml; merge or close it first",
+        ),
+        (
+            {9: ["environments/production.yaml"], 6: ["README.md", "environments/production.yaml"]},
+            FAIL,
+            "#6, #9 also change environments/production.yaml; merge or close it first",
+        ),
+    ],
+)
+def test_one_open_promotion_per_environment(open_files, status, reason):
+    found = checks.one_open_promotion("environments/production.yaml", 5, open_files)
+    assert found == checks.Check("one-open-promotion", status, reason)

@@ -140,14 +140,41 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rewrite environments/ENV.yaml to serve version N: only its version and "
         "digest lines change, and only for a version that passed its gate and was packaged "
         "(exit 1 otherwise, nothing written). With --check, run every promotion check on the "
-        "manifest against the git ref --base and write OUT/promote.json; exit 1 when one fails.",
+        "manifest against the git ref --base and write OUT/promote.json; exit 1 when one fails. "
+        "With --merged (after a model PR merged) or --when-soaked (staging's version, once it "
+        "soaked) the version is found for you. With GitHub context (GITHUB_TOKEN, "
+        "GITHUB_REPOSITORY) the change goes to one pull request on slipway/promote-ENV.",
     )
-    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument(
+        "environment",
+        metavar="ENV",
+        nargs="?",
+        help="staging or production (with --check: default, the manifest the change touches)",
+    )
     p.add_argument("--version", dest="version", type=int, metavar="N", help="version to promote")
     p.add_argument(
         "--check",
         action="store_true",
         help="check the manifest as it stands against --base instead of changing it",
+    )
+    p.add_argument(
+        "--comment",
+        action="store_true",
+        help="with --check in a pull_request run: keep one comment with every check's reason",
+    )
+    p.add_argument(
+        "--merged",
+        action="store_true",
+        help="promote the version the merged pull request of commit --sha (default: "
+        "GITHUB_SHA or HEAD) registered and gated; runs the propose flow first when model/ "
+        "changed since the gated commit",
+    )
+    p.add_argument("--sha", metavar="SHA", help="with --merged: the merge commit on the base")
+    p.add_argument(
+        "--when-soaked",
+        action="store_true",
+        help="promote the version ENV's `promotion.from` stage runs, once it has soaked there "
+        "with passing smoke tests; otherwise say how long is left and exit 0",
     )
     p.add_argument(
         "--base",

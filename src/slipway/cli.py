@@ -222,6 +222,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from slipway.errors import ConfigError
     from slipway.promote import promotion
     from slipway.registry import default_tracking_uri
     from slipway.registry_rest import RestReads
@@ -229,22 +230,95 @@ def cmd_promote(args: argparse.Namespace) -> int:
     # A promotion reads one version's tags: over REST, with no MLflow, pandas or scikit-learn.
     registry = RestReads(default_tracking_uri(), _registry)
     if args.check:
-        document = promotion.check(args.environment, registry, args.environments, args.base)
+        return _promote_check(args, registry)
+    if args.environment is None:
+        raise ConfigError("promote needs ENV (staging or production)", "slipway promote --help")
+    version = args.version
+    if args.merged:
+        version = _merged_version(args, registry)
+    elif args.when_soaked:
+        from slipway.promote.automatic import soaked
+
+        found = soaked(registry, args.environment, args.environments)
+        progress(found["reason"])
+        if not found["ready"]:
+            _github_output({"version": "", "pull-request": ""})
+            return 0
+        version = found["version"]
+    if version is None:
+        raise ConfigError(
+            "promote needs --version N, --merged, --when-soaked or --check",
+            "pass the version to promote",
+        )
+    done = promotion.promote(args.environment, int(version), registry, args.environments)
+    print(done["title"])
+    print("\n".join(done["diff"]) or "(already there: nothing changed)")
+    _github_output({"version": str(version)})
+    _report_pull_request(promotion.pull_request(done, registry, args.out, args.base))
+    return 0
+
+
+def _promote_check(args: argparse.Namespace, registry) -> int:
+    from slipway.promote import promotion, review
+
+    context = review.pull_context()
+    try:
+        document = promotion.check(
+            args.environment, registry, args.environments, args.base, context=context
+        )
         path = promotion.write_check(document, args.out)
         for item in document["checks"]:
             print(f"{item['status']:>8}  {item['check']}: {item['reason']}")
-        print(f"promotion to {args.environment} {document['status']}s its checks ({path})")
-        _github_output({"status": document["status"]})
-        return 0 if document["status"] == "pass" else 1
-    if args.version is None:
-        from slipway.errors import ConfigError
+        verdict = "passes" if document["status"] == "pass" else "fails"
+        print(f"promotion to {document['environment']} {verdict} its checks ({path})")
+        if args.comment and context is None:
+            progress("no pull request run with a token: no comment posted")
+        elif args.comment and context is not None:
+            posted = review.post(context, document)
+            if posted["posted"]:
+                progress(f"check comment {posted['action']} on #{posted['number']}")
+            else:
+                progress(f"could not post the check comment: {posted['reason']}")
+    finally:
+        if context is not None:
+            context.github.close()
+    _github_output({"status": document["status"], "environment": document["environment"]})
+    return 0 if document["status"] == "pass" else 1
 
-        raise ConfigError("promote needs --version N (or --check)", "pass the version to promote")
-    done = promotion.promote(args.environment, args.version, registry, args.environments)
-    print(done["title"])
-    print("\n".join(done["diff"]) or "(already there: nothing changed)")
-    _report_pull_request(promotion.pull_request(done, registry, args.out, args.base))
-    return 0
+
+def _merged_version(args: argparse.Namespace, registry) -> int:
+    """The version the merged PR gated, or a new one from the propose flow on the merged tree."""
+    from slipway.errors import PromotionError
+    from slipway.promote.automatic import merged
+    from slipway.promote.repository import git, toplevel
+    from slipway.promote.review import github_from_env
+
+    root = toplevel(args.environments)
+    sha = args.sha or os.environ.get("GITHUB_SHA") or git(root, "rev-parse", "HEAD").strip()
+    config = _config(args)
+    github = github_from_env()
+    try:
+        found = merged(registry, config.name, root, sha, github)
+    finally:
+        if github is not None:
+            github.close()
+    progress(found["reason"])
+    if not found["rerun"]:
+        return int(found["version"])
+    from slipway.pipeline import run_pr
+
+    progress("running the propose flow on the merged tree")
+    full = _registry(logs_models=True)
+    try:
+        result = run_pr(config, full, args.out, progress)
+    finally:
+        full.close()
+    if result["status"] != "pass":
+        raise PromotionError(
+            f"the merged tree's model did not pass its gate; see {result['report']}",
+            "fix model/ on main with a pull request; nothing was promoted",
+        )
+    return int(result["train"]["version"])
 
 
 def _report_pull_request(result: dict) -> None:

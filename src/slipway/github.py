@@ -312,6 +312,10 @@ class GitHub:
         """Every open pull request of the repository, newest first."""
         return list(self.paginate(self._repo("/pulls"), {"state": "open"}))
 
+    def pulls_of_commit(self, sha: str) -> list[dict]:
+        """The pull requests that hold commit ``sha`` (for a merge commit: the one merged)."""
+        return list(self.paginate(self._repo(f"/commits/{sha}/pulls")))
+
     # -- files, branches, commits ------------------------------------------------------------
 
     def put_file(self, branch: str, path: str, content_text: str, message: str) -> dict:

@@ -124,6 +124,10 @@ class Registry(ABC):
         """The version an alias points at, or None when the alias is not set."""
 
     @abstractmethod
+    def find(self, name: str, tags: dict[str, str]) -> list[ModelRef]:
+        """The versions of ``name`` carrying every tag in ``tags``, newest first."""
+
+    @abstractmethod
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version``."""
 
@@ -395,6 +399,16 @@ class MlflowRegistry(Registry):
             ) from exc
         return ModelRef(name, str(found.version), found.run_id, dict(found.tags))
 
+    def find(self, name: str, tags: dict[str, str]) -> list[ModelRef]:
+        wanted = [f"name = '{_quoted(name)}'"]
+        wanted += [f"tags.`{key}` = '{_quoted(value)}'" for key, value in tags.items()]
+        try:
+            found = self._client.search_model_versions(" and ".join(wanted))
+        except self._mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(f"cannot search versions of {name}: {exc}", _REGISTRY_FIX) from exc
+        refs = [ModelRef(name, str(v.version), v.run_id, dict(v.tags)) for v in found]
+        return sorted(refs, key=lambda ref: -int(ref.version))
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.get(name, version)
         self._client.set_registered_model_alias(name, alias, str(version))
@@ -450,3 +464,8 @@ class MlflowRegistry(Registry):
 
 
 _REGISTRY_FIX = "check that the MLflow tracking server is healthy and MLFLOW_TRACKING_URI is right"
+
+
+def _quoted(value: str) -> str:
+    """``value`` inside a single-quoted MLflow search string."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")

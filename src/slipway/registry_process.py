@@ -152,6 +152,9 @@ class ProcessRegistry(Registry):
     def alias(self, name: str, alias: str) -> ModelRef | None:
         return self._call("alias", name, alias)
 
+    def find(self, name: str, tags: dict[str, str]) -> list[ModelRef]:
+        return self._call("find", name, tags)
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call("set_alias", name, alias, version)
 

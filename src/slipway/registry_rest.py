@@ -51,6 +51,9 @@ class RestReads(Registry):
         found = _version(answer, name) if answer and answer[0] == 200 else None
         return found if found is not None else self._full().alias(name, alias)
 
+    def find(self, name: str, tags: dict[str, str]) -> list[ModelRef]:
+        return self._full().find(name, tags)
+
     def log_and_register(self, *args: Any, **kwargs: Any) -> ModelRef:
         return self._full().log_and_register(*args, **kwargs)
 

@@ -18,7 +18,9 @@ PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 GATE_TAG = "slipway.gate"
 DIGEST_TAG = PACKAGE_DIGEST_TAG  # set by `slipway package`: the Bento's digest
 OVERRIDE_FREEZE_LABEL = "slipway/override-freeze"
-PROMOTED_FIELDS = frozenset({"version", "digest"})
+# What a promotion may move: the stable version and its digest, and the rollout of a candidate
+# beside it (starting, finishing or aborting a canary). The rest are the environment's rules.
+PROMOTED_FIELDS = frozenset({"version", "digest", "rollout"})
 
 
 def deployed_tag(environment: str) -> str:
@@ -59,7 +61,8 @@ def one_environment(changed: list[str]) -> Check:
 
 
 def promoted_fields(before: Manifest | None, after: Manifest) -> Check:
-    """Only ``version`` and ``digest`` move; the rules of the environment change by review."""
+    """Only ``version``, ``digest`` and ``rollout`` move; the rules of the environment (its
+    promotion path, soak, freeze windows, target) change by an ordinary reviewed PR."""
     if before is None:
         return Check("fields", PASS, "a new manifest")
     old, new = before.model_dump(), after.model_dump()
@@ -68,7 +71,7 @@ def promoted_fields(before: Manifest | None, after: Manifest) -> Check:
     if rules:
         return Check("fields", FAIL, f"also changes {', '.join(rules)}: not a promotion")
     if not moved:
-        return Check("fields", FAIL, "changes neither version nor digest")
+        return Check("fields", FAIL, "changes neither version, digest nor rollout")
     return Check("fields", PASS, f"changes {' and '.join(moved)}")
 
 
@@ -80,6 +83,35 @@ def gate_passed(version: int, tags: dict[str, str]) -> Check:
     if verdict is None:
         return Check("gate", FAIL, f"v{version} was never gated; run `slipway gate`")
     return Check("gate", FAIL, f"v{version}'s gate verdict is {verdict}")
+
+
+def candidate_gated(manifest: Manifest, tags: dict[str, str] | None) -> Check:
+    """A rollout's candidate passed its gate too; ``tags`` are the candidate's (None: no
+    candidate, or it could not be read)."""
+    candidate = manifest.rollout.candidate_version
+    if candidate is None:
+        return Check("candidate", SKIPPED, "no candidate in the rollout")
+    if tags is None:
+        return Check("candidate", FAIL, f"candidate v{candidate} is not in the registry")
+    verdict = tags.get(GATE_TAG)
+    if verdict == "pass":
+        return Check("candidate", PASS, f"candidate v{candidate} passed its gate")
+    return Check("candidate", FAIL, f"candidate v{candidate}'s gate verdict is {verdict or 'none'}")
+
+
+def one_open_promotion(path: str, number: int | None, open_files: dict[int, list[str]]) -> Check:
+    """No other open pull request changes the same manifest. ``open_files``: each open pull
+    request's number → the files it changes; ``number`` is this one's."""
+    others = sorted(n for n, files in open_files.items() if n != number and path in files)
+    if others:
+        listed = ", ".join(f"#{n}" for n in others)
+        return Check(
+            "one-open-promotion",
+            FAIL,
+            f"{listed} also change{'s' if len(others) == 1 else ''} {path}; "
+            "merge or close it first",
+        )
+    return Check("one-open-promotion", PASS, f"no other open pull request changes {path}")
 
 
 def digest_matches(manifest: Manifest, tags: dict[str, str]) -> Check:

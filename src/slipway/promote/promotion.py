@@ -17,14 +17,16 @@ from typing import Any
 from slipway.errors import ConfigError, PromotionError, RegistryError
 from slipway.fsutil import atomic_write_text, write_json
 from slipway.manifests import (
+    ENVIRONMENTS,
     Manifest,
     load_manifest,
     manifest_path,
     parse_manifest,
     update_manifest,
 )
-from slipway.promote import checks
+from slipway.promote import checks, review
 from slipway.promote.repository import git, show, toplevel
+from slipway.promote.review import PullContext
 from slipway.registry import Registry
 
 SCHEMA = "slipway.promote-check/1"
@@ -132,22 +134,32 @@ def _changed_lines(before: str, after: str) -> list[str]:
 
 
 def check(
-    environment: str,
+    environment: str | None,
     registry: Registry,
     directory: Path,
     base: str,
     now: datetime | None = None,
     env: dict[str, str] | None = None,
+    context: PullContext | None = None,
 ) -> dict[str, Any]:
-    """Every promotion check on ``environments/ENV.yaml`` against git ``base``."""
+    """Every promotion check on ``environments/ENV.yaml`` against git ``base``.
+
+    Without ``environment`` the manifest the change touches is checked (the first, when it
+    touches several: the one-environment check fails then anyway). ``context``: the pull
+    request's, for the check that no other open pull request changes the same manifest.
+    """
     now = now or datetime.now(UTC)
     env = dict(os.environ) if env is None else env
-    path = manifest_path(environment, directory)
     root = toplevel(directory)
-    relative = path.resolve().relative_to(root).as_posix()
     fix = "pass an existing --base (a branch or commit)"
     changed = git(root, "diff", "--name-only", base, fix=fix).splitlines()  # tree vs base
     found: list[checks.Check] = [checks.one_environment(changed)]
+    if environment is None:
+        environment = _changed_environment(changed, root, directory)
+        if environment is None:
+            return _document(None, found, None)
+    path = manifest_path(environment, directory)
+    relative = path.resolve().relative_to(root).as_posix()
     try:
         manifest = load_manifest(path)
     except ConfigError as exc:
@@ -157,6 +169,7 @@ def check(
     before_text = show(root, base, relative)
     before = parse_manifest(before_text, f"{base}:{relative}") if before_text else None
     found.append(checks.promoted_fields(before, manifest))
+    found.append(review.open_promotion(context, relative))
     if manifest.version is None:
         found.append(checks.Check("version", checks.FAIL, "version is null: nothing to promote"))
         return _document(environment, found, manifest)
@@ -171,18 +184,36 @@ def check(
     found += [
         checks.gate_passed(manifest.version, tags),
         checks.digest_matches(manifest, tags),
+        checks.candidate_gated(manifest, _candidate_tags(registry, manifest)),
         checks.soaked(manifest, tags, now),
         checks.not_frozen(manifest, now, _override_by(env)),
-        checks.Check(
-            "one-open-promotion",
-            checks.SKIPPED,
-            "needs the pull requests of the GitHub repository; not checked here",
-        ),
     ]
     return _document(environment, found, manifest)
 
 
-def _document(environment: str, found: list[checks.Check], manifest: Manifest | None) -> dict:
+def _changed_environment(changed: list[str], root: Path, directory: Path) -> str | None:
+    """The environment of the first manifest in ``changed``, None when there is none."""
+    folder = directory.resolve().relative_to(root).as_posix()
+    for name in sorted(changed):
+        stem = name.removeprefix(f"{folder}/").removesuffix(".yaml")
+        if name.startswith(f"{folder}/") and name.endswith(".yaml") and stem in ENVIRONMENTS:
+            return stem
+    return None
+
+
+def _candidate_tags(registry: Registry, manifest: Manifest) -> dict[str, str] | None:
+    candidate = manifest.rollout.candidate_version
+    if candidate is None:
+        return None
+    try:
+        return registry.get(manifest.model, str(candidate)).tags
+    except RegistryError:
+        return None
+
+
+def _document(
+    environment: str | None, found: list[checks.Check], manifest: Manifest | None
+) -> dict:
     return {
         "schema": SCHEMA,
         "environment": environment,

@@ -256,10 +256,12 @@ class Emulator:
         login: str | None = "octocat",
         email: str = "octocat@users.noreply.github.com",
         message: str = "Update",
+        sha: str | None = None,
     ) -> str:
         """Commit ``files`` (None deletes) on ``branch``, new branches start at ``main``; the sha.
 
         ``login`` is the author's GitHub account, None when the email matches no account.
+        ``sha``: the commit's id, to mirror a commit of a local repository.
         """
         with self.lock:
             parent = self.branches.get(branch, self.branches.get("main"))
@@ -270,7 +272,7 @@ class Emulator:
                 else:
                     tree[path] = text.encode() if isinstance(text, str) else text
             self._ids += 1
-            sha = hashlib.sha1(f"{parent}:{self._ids}:{message}".encode()).hexdigest()
+            sha = sha or hashlib.sha1(f"{parent}:{self._ids}:{message}".encode()).hexdigest()
             self.commits[sha] = {
                 "parent": parent,
                 "files": tree,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -170,3 +171,77 @@ def test_status_says_when_git_the_server_and_the_alias_disagree(packaged, capsys
     ]
     assert production["findings"] == []  # nothing declared, served or aliased: they agree
     assert main(["promote", "staging", "--version", "2", *environments]) == 0
+
+
+def _git(cwd: Path, *args: str) -> str:
+    identity = ["-c", "user.name=Slipway Tests", "-c", "user.email=tests@example.com"]
+    done = subprocess.run(["git", *identity, *args], cwd=cwd, check=True, capture_output=True)
+    return done.stdout.decode().strip()
+
+
+def _merge(emulator, manifest: Path) -> str:
+    """The local commit mirrored on the emulated repository's main: the commit deployed."""
+    sha = _git(manifest.parent, "rev-parse", "HEAD")
+    return emulator.push("main", {"environments/staging.yaml": manifest.read_text()}, sha=sha)
+
+
+def test_a_deploy_is_a_github_deployment_and_a_failed_smoke_opens_one_revert(
+    packaged, emulator, monkeypatch, capsys
+):
+    ns = packaged
+    from github_emulator import TOKEN
+
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_REPOSITORY", emulator.repo)
+    monkeypatch.setenv("GITHUB_API_URL", emulator.url)
+    root = ns.root / "gitops"
+    shutil.copytree(REPO / "environments", root / "environments")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "manifests")
+    args = [*_args(ns)[:4], "--environments", str(root / "environments")]
+    manifest = root / "environments" / "staging.yaml"
+
+    assert main(["promote", "staging", "--version", "2", *args[4:]]) == 0
+    deployed_text = manifest.read_text()
+    _git(root, "commit", "-qam", "Promote v2")
+    merged = _merge(emulator, manifest)
+    monkeypatch.setenv("GITHUB_SHA", merged)
+    assert main(["deploy", "staging", *args, "--max-p95-ms", "5000"]) == 0
+    url = _state(ns)["url"]
+    [first] = emulator.deployments.values()
+    assert first["environment"] == "staging" and first["sha"] == merged
+    states = [s["state"] for s in emulator.deployment_statuses[first["id"]]]
+    assert states == ["success", "in_progress"]  # newest first, as GitHub lists them
+    assert emulator.deployment_statuses[first["id"]][0]["environment_url"] == url
+
+    # v1 fails its smoke tests twice: v2 serves on, each failure is recorded, ONE revert PR.
+    assert main(["promote", "staging", "--version", "1", *args[4:]]) == 0
+    _git(root, "commit", "-qam", "Promote v1")
+    monkeypatch.setenv("GITHUB_SHA", _merge(emulator, manifest))
+    for _ in range(2):
+        assert main(["deploy", "staging", *args, "--max-p95-ms", "0.001"]) == 1
+        assert _served_version(url) == "2"
+    failed = [d for d in emulator.deployments.values() if d["id"] != first["id"]]
+    assert len(failed) == 2
+    for deployment in failed:
+        assert emulator.deployment_statuses[deployment["id"]][0]["state"] == "failure"
+    reverts = [
+        p
+        for p in emulator.pulls.values()
+        if p["state"] == "open" and p["head"]["ref"] == "slipway/revert-staging"
+    ]
+    assert len(reverts) == 1
+    assert reverts[0]["title"] == "Revert staging to v2: v1 failed its smoke tests"
+    assert "latency" in reverts[0]["body"]
+    # The revert puts the manifest back to exactly what was deployed, comments and all.
+    assert emulator.file("slipway/revert-staging", "environments/staging.yaml") == deployed_text
+    assert "revert pull request updated" in capsys.readouterr().err
+
+    # History joins git, the registry and GitHub's Deployments of each commit.
+    assert main(["history", "staging", "--json", "--environments", args[5]]) == 0
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    assert [e["version"] for e in entries] == ["1", "2", None]  # None: the first commit
+    assert [d["state"] for d in entries[0]["deployments"]] == ["failure", "failure"]
+    assert [(d["state"], d["url"]) for d in entries[1]["deployments"]] == [("success", url)]
+    assert entries[0]["deploy"] == "failure" and entries[1]["deploy"] == "success"

@@ -335,30 +335,49 @@ def _report_pull_request(result: dict) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from slipway.promote.deploy import deploy
+    from slipway.promote.deployments import record_from_env
     from slipway.propose.contract import read_dataset
     from slipway.serve.smoke import records_from_frame
 
     config = _config(args)
     frame = read_dataset(config.path(config.data.eval)).head(args.rows)
-    document = deploy(
-        config,
-        _registry(),
-        args.environment,
-        args.environments,
-        args.config,
-        records_from_frame(frame, config),
-        args.out,
-        args.max_p95_ms,
-        args.timeout,
-        progress,
-    )
+    record = record_from_env(args.environment)
+    try:
+        document = deploy(
+            config,
+            _registry(),
+            args.environment,
+            args.environments,
+            args.config,
+            records_from_frame(frame, config),
+            args.out,
+            args.max_p95_ms,
+            args.timeout,
+            progress,
+            record,
+            os.environ.get("GITHUB_REF_NAME") or "main",
+        )
+    finally:
+        if record is not None:
+            record.github.close()
+    if document["deployment"]:
+        deployment = document["deployment"]
+        trouble = f" (its final status was refused: {deployment['error']})"
+        progress(f"GitHub Deployment {deployment['id']}{trouble if deployment['error'] else ''}")
+    revert = document.get("revert") or {}
     for check in document["smoke"]["checks"]:
         print(f"{'pass' if check['passed'] else 'FAIL':>5}  {check['check']}: {check['detail']}")
     serving = document["serving"]
     where = f"v{serving['version']} at {serving['url']}" if serving else "nothing"
     status = document["status"]
     print(f"deploy of {args.environment} v{document['version']}: {status}; serving {where}")
-    _github_output({"status": document["status"], "url": serving["url"] if serving else ""})
+    _github_output(
+        {
+            "status": document["status"],
+            "url": serving["url"] if serving else "",
+            "pull-request": str(revert.get("number") or ""),
+        }
+    )
     return 0 if document["status"] == "success" else 1
 
 
@@ -377,20 +396,68 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_canary_report(args: argparse.Namespace) -> int:
+    from slipway.manifests import load_manifest, manifest_path
+    from slipway.promote import canary
+    from slipway.promote.promotion import pull_request
+    from slipway.serve.prediction_log import log_directory
+
+    config = _config(args)
+    path = manifest_path(args.environment, args.environments)
+    document = canary.canary_report(
+        args.environment, config, load_manifest(path), log_directory(args.environment), args.labels
+    )
+    written = canary.write_report(document, args.out)
+    print(json.dumps(document, indent=2) if args.json else "\n".join(canary.render(document)))
+    _github_output({"verdict": document["verdict"], "report": str(written)})
+    if not args.apply or document["verdict"] == canary.WAIT:
+        return 0
+    from slipway.registry import default_tracking_uri
+    from slipway.registry_rest import RestReads
+
+    registry = RestReads(default_tracking_uri(), _registry)
+    if document["verdict"] == canary.PROMOTE:
+        done = canary.finish(path, registry)
+        print(done["title"])
+        print("\n".join(done["diff"]))
+        _report_pull_request(pull_request(done, registry, args.out, args.base, purpose="canary"))
+        return 0
+    done = canary.abort(path, registry)
+    print(done["title"])
+    print("\n".join(done["diff"]))
+    progress(f"deploying {args.environment} v{done['version']} alone: the candidate stops now")
+    try:
+        code = cmd_deploy(args)
+    finally:  # the manifest says stable only: git catches up whatever the deploy did
+        _report_pull_request(pull_request(done, registry, args.out, args.base, purpose="canary"))
+    return code
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from slipway.promote.history import history
+    from slipway.promote.review import github_from_env
 
-    document = history(args.environment, _registry(), args.environments)
+    github = github_from_env()
+    try:
+        document = history(args.environment, _registry(), args.environments, github)
+    finally:
+        if github is not None:
+            github.close()
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
-    print(f"{'version':>7}  {'when':<25} {'who':<18} {'PR':>5}  gate  smoke  deploy   rolled back")
+    print(
+        f"{'version':>7}  {'when':<25} {'who':<18} {'PR':>5}  gate  smoke  deploy   "
+        "GitHub    rolled back"
+    )
     for e in document["entries"]:
         pr = f"#{e['pull_request']}" if e["pull_request"] else "-"
+        recorded = e.get("deployments") or [{}]
         print(
             f"{'v' + e['version'] if e['version'] else '-':>7}  {e['at']:<25} "
             f"{e['author'][:18]:<18} {pr:>5}  {e['gate'] or '-':<5} {e['smoke'] or '-':<6} "
-            f"{e['deploy'] or '-':<8} {'yes' if e['rolled_back'] else ''}"
+            f"{e['deploy'] or '-':<8} {recorded[0].get('state') or '-':<9} "
+            f"{'yes' if e['rolled_back'] else ''}"
         )
     print(f"{len(document['entries'])} change(s) of environments/{args.environment}.yaml")
     return 0
@@ -460,6 +527,7 @@ COMMANDS = {
     "promote": cmd_promote,
     "deploy": cmd_deploy,
     "rollback": cmd_rollback,
+    "canary-report": cmd_canary_report,
     "history": cmd_history,
     "status": cmd_status,
     "pr": cmd_pr,

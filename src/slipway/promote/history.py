@@ -2,7 +2,9 @@
 
 Built from the manifest's git log (when, who, which commit and pull request, which version and
 digest) and the registry's tags on each version (gate verdict, smoke result and deploy result in
-that environment). Nothing is capped: the whole log is read in one ``git log -p``.
+that environment) and, in a repository on GitHub, the Deployments of each commit with their
+final status. Nothing is capped: the whole log is read in one ``git log -p``, and every page of
+Deployments.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from slipway.errors import RegistryError
+from slipway.github import GitHub
 from slipway.manifests import load_manifest, manifest_path
 from slipway.promote.checks import GATE_TAG, deployed_tag, smoke_tag
 from slipway.promote.deploy import RESULT_TAG
@@ -62,11 +65,33 @@ def manifest_log(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def history(environment: str, registry: Registry, directory: Path) -> dict[str, Any]:
-    """The manifest's log joined with each version's tags in the registry."""
+def deployments(github: GitHub, environment: str) -> dict[str, list[dict[str, Any]]]:
+    """GitHub's Deployments to ``environment`` by the commit deployed, newest first, each with
+    its latest status and the service's URL."""
+    by_commit: dict[str, list[dict[str, Any]]] = {}
+    for deployment in github.list_deployments(environment):
+        statuses = github.list_deployment_statuses(int(deployment["id"]))
+        latest = statuses[0] if statuses else {}
+        by_commit.setdefault(deployment["sha"], []).append(
+            {
+                "id": deployment["id"],
+                "at": deployment.get("created_at"),
+                "state": latest.get("state"),
+                "url": latest.get("environment_url") or None,
+            }
+        )
+    return by_commit
+
+
+def history(
+    environment: str, registry: Registry, directory: Path, github: GitHub | None = None
+) -> dict[str, Any]:
+    """The manifest's log joined with each version's tags in the registry and, with
+    ``github``, the GitHub Deployments of each commit."""
     path = manifest_path(environment, directory)
     model = load_manifest(path).model
     entries = manifest_log(path)
+    recorded = deployments(github, environment) if github is not None else {}
     tags_of: dict[str, dict[str, str]] = {}
     for entry in entries:
         version = entry["version"]
@@ -80,6 +105,7 @@ def history(environment: str, registry: Registry, directory: Path) -> dict[str, 
         entry["smoke"] = tags.get(smoke_tag(environment))
         entry["deploy"] = tags.get(RESULT_TAG.format(environment=environment))
         entry["deployed_at"] = tags.get(deployed_tag(environment))
+        entry["deployments"] = recorded.get(entry["commit"], [])
     for newer, older in pairwise(entries):
         older["rolled_back"] = newer["subject"].lower().startswith(("roll back", "revert"))
     if entries:

@@ -239,6 +239,103 @@ def test_a_failing_log_never_fails_a_prediction():
     assert len(_scorer(log=broken).predict([VALID])) == 1
 
 
+class SlowModel(FakeModel):
+    """Takes ``seconds`` per call, so the logged latency has a known floor."""
+
+    def __init__(self, probability: float, seconds: float) -> None:
+        super().__init__(probability)
+        self.seconds = seconds
+
+    def predict_proba(self, frame):
+        time.sleep(self.seconds)
+        return super().predict_proba(frame)
+
+
+class BreakingModel(FakeModel):
+    """Scores normally until ``broken`` is set, then raises."""
+
+    broken = False
+
+    def predict_proba(self, frame):
+        if self.broken:
+            raise ValueError("model file truncated")
+        return super().predict_proba(frame)
+
+
+def _canary_records(count: int) -> list[dict]:
+    records = [{**VALID, "release_id": f"REL-{i}"} for i in range(count)]
+    assert {route(r["release_id"], 50) for r in records} == {"stable", "canary"}
+    return records
+
+
+def test_every_log_record_has_the_latency_of_its_versions_batch():
+    logged: list[dict] = []
+    deployment = Deployment("staging", "release-risk", "1", "canary", "2", 50)
+    models = {"1": FakeModel(0.2), "2": SlowModel(0.9, 0.02)}
+    Scorer(CONFIG, deployment, models, logged.extend).predict(_canary_records(20))
+    latency = {v: {r["latency_ms"] for r in logged if r["model_version"] == v} for v in "12"}
+    assert all(len(values) == 1 for values in latency.values())  # one figure per batch
+    (stable,), (canary,) = latency["1"], latency["2"]
+    assert 0 < stable < 20 <= canary
+    assert all("error" not in r for r in logged)
+
+
+def test_shadow_records_carry_the_shadow_models_latency():
+    logged: list[dict] = []
+    deployment = Deployment("staging", "release-risk", "1", "shadow", "2")
+    models = {"1": FakeModel(0.2), "2": SlowModel(0.9, 0.02)}
+    Scorer(CONFIG, deployment, models, logged.extend).predict([VALID])
+    assert [r["route"] for r in logged] == ["stable", "shadow"]
+    assert logged[0]["latency_ms"] < 20 <= logged[1]["latency_ms"]
+
+
+def test_a_failing_candidate_logs_its_rows_as_errors_and_the_request_fails():
+    logged: list[dict] = []
+    deployment = Deployment("staging", "release-risk", "1", "canary", "2", 50)
+    candidate = BreakingModel(0.9)
+    scorer = Scorer(CONFIG, deployment, {"1": FakeModel(0.2), "2": candidate}, logged.extend)
+    candidate.broken = True
+    records = _canary_records(20)
+    with pytest.raises(ValueError, match="model file truncated"):
+        scorer.predict(records)
+    canary_ids = [r["release_id"] for r in records if route(r["release_id"], 50) == "canary"]
+    assert [r["release_id"] for r in logged] == canary_ids  # the stable rows were not served
+    for record in logged:
+        assert record["error"] == "ValueError: model file truncated"
+        assert record["output"] is None
+        assert (record["route"], record["model_version"], record["served"]) == ("canary", "2", True)
+        assert record["latency_ms"] >= 0
+        assert record["features"]["release_id"] == record["release_id"]
+    assert len({r["request_id"] for r in logged}) == len(logged)
+
+
+def test_a_failing_shadow_logs_shadow_errors_and_fails_the_request_as_before():
+    logged: list[dict] = []
+    deployment = Deployment("staging", "release-risk", "1", "shadow", "2")
+    shadow = BreakingModel(0.9)
+    scorer = Scorer(CONFIG, deployment, {"1": FakeModel(0.2), "2": shadow}, logged.extend)
+    shadow.broken = True
+    with pytest.raises(ValueError):
+        scorer.predict([VALID, {**VALID, "release_id": "R2"}])
+    assert [(r["route"], r["served"], r["release_id"]) for r in logged] == [
+        ("shadow", False, "REL-1"),
+        ("shadow", False, "R2"),
+    ]
+    assert all(r["error"].startswith("ValueError: ") and r["output"] is None for r in logged)
+
+
+def test_a_failing_log_never_hides_the_scoring_error():
+    def broken(_records):
+        raise OSError("disk full")
+
+    deployment = Deployment("staging", "release-risk", "1")
+    model = BreakingModel(0.2)
+    scorer = Scorer(CONFIG, deployment, {"1": model}, broken)
+    model.broken = True
+    with pytest.raises(ValueError, match="model file truncated"):
+        scorer.predict([VALID])
+
+
 # --- the prediction log ----------------------------------------------------------------------
 
 
@@ -489,6 +586,7 @@ def test_prediction_log_has_one_record_per_prediction(trained, stable):
     assert [r["release_id"] for r in logged] == [r["release_id"] for r in records]
     first = logged[0]
     assert set(first) >= {"timestamp", "environment", "model_version", "route", "request_id"}
+    assert first["latency_ms"] > 0 and "error" not in first
     assert (first["environment"], first["route"], first["served"]) == ("staging", "stable", True)
     assert first["features"]["code_changes"] == records[0]["code_changes"]
     assert 0 <= first["output"]["probability"] <= 1

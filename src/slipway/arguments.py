@@ -214,6 +214,45 @@ def build_parser() -> argparse.ArgumentParser:
     _environments_option(p)
 
     p = sub.add_parser(
+        "canary-report",
+        parents=[common],
+        help="decide a canary from its prediction log: promote, abort or wait",
+        description="Read the prediction log of ENV's canary (stable and candidate routes, "
+        "joined with --labels when given), show per route the error rate, p95 latency, share "
+        "predicted high-risk and recall with their intervals, and judge the limits under "
+        "`canary:` in slipway.yaml. Writes OUT/canary.json; exit 0 for any verdict. With "
+        "--apply: promote finishes the canary in the manifest and opens its pull request; "
+        "abort ends it in the manifest, deploys the stable version alone at once and opens "
+        "the pull request; wait changes nothing.",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        metavar="PATH",
+        help="delayed labels to join by release id: a CSV or JSONL file with the id and "
+        "target columns of slipway.yaml (default: none; the recall limit is not judged)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="act on the verdict: finish (promote) or abort the canary",
+    )
+    p.add_argument(
+        "--base",
+        default="main",
+        metavar="REF",
+        help="base branch of the canary pull request (default: %(default)s)",
+    )
+    _environments_option(p)
+    p.add_argument(
+        "--rows", type=int, default=20, help="eval rows to smoke-test an abort's deploy with"
+    )
+    _max_p95_option(p)
+    _timeout_option(p, "the stable server's readiness after an abort")
+
+    p = sub.add_parser(
         "history",
         parents=[common],
         help="every version an environment ran, newest first",

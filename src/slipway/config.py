@@ -119,6 +119,17 @@ class Gates(_Strict):
     latency: Latency = Latency()
 
 
+class Canary(_Strict):
+    """The limits a canary is judged by (``slipway canary-report``): candidate vs stable."""
+
+    min_predictions: int = Field(default=200, ge=1)  # per route, before any verdict but wait
+    max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)  # absolute
+    max_p95_ratio: float = Field(default=1.5, gt=0)  # candidate p95 latency / stable p95
+    max_high_risk_share_change: float = Field(default=0.10, ge=0, le=1)  # absolute, either way
+    max_recall_drop: float = Field(default=0.05, ge=0, le=1)  # absolute, with labels
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
 class ModelConfig(_Strict):
     """Everything Slipway knows about one model project."""
 
@@ -134,6 +145,7 @@ class ModelConfig(_Strict):
     features: list[str] = Field(min_length=1)
     training: Training = Training()
     gates: Gates = Gates()
+    canary: Canary = Canary()
     root: Path = Path()
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -150,7 +151,9 @@ class Scorer:
     """Scores validated records with the stable model and, in a rollout, the candidate.
 
     Each model is scored through :func:`probability_function`; every batch of predictions is
-    handed to ``log`` as one list of records.
+    handed to ``log`` as one list of records, each with ``latency_ms``: how long scoring the
+    batch's rows of its version took. When a version's scoring raises, its rows are logged
+    with ``error`` (and no ``output``) before the exception goes on to fail the request.
     """
 
     def __init__(
@@ -206,10 +209,17 @@ class Scorer:
             [deploy.candidate_version if r == "canary" else deploy.stable_version for r in routes]
         )
         decisions, probabilities = np.zeros(len(rows), dtype=bool), np.zeros(len(rows))
+        latency: dict[str, float] = {}
         for version in dict.fromkeys(versions.tolist()):
             picked = versions == version
             scored = frame if picked.all() else frame[picked]
-            decisions[picked], probabilities[picked] = self._score(version, scored)
+            started = time.perf_counter()
+            try:
+                decisions[picked], probabilities[picked] = self._score(version, scored)
+            except Exception as exc:
+                self._log_failure(exc, started, version, rows, imputed, routes, picked)
+                raise
+            latency[version] = (time.perf_counter() - started) * 1000
         answers = [
             {
                 "release_id": str(row[self.id_column]),
@@ -229,23 +239,72 @@ class Scorer:
                 strict=True,
             )
         ]
-        logged = self._records(rows, answers, routes, served=True)
+        logged = self._records(rows, answers, routes, served=True, latency=latency)
         if deploy.mode == "shadow" and deploy.candidate_version is not None:
-            decisions, probabilities = self._score(deploy.candidate_version, frame)
+            candidate, shadows = deploy.candidate_version, ["shadow"] * len(rows)
+            started = time.perf_counter()
+            try:
+                decisions, probabilities = self._score(candidate, frame)
+            except Exception as exc:
+                everyone = np.ones(len(rows), dtype=bool)
+                self._log_failure(exc, started, candidate, rows, imputed, shadows, everyone)
+                raise
+            latency[candidate] = (time.perf_counter() - started) * 1000
             shadowed = [
-                {**a, "high_risk": d, "probability": p, "model_version": deploy.candidate_version}
+                {**a, "high_risk": d, "probability": p, "model_version": candidate}
                 for a, d, p in zip(answers, decisions.tolist(), probabilities.tolist(), strict=True)
             ]
-            shadow = self._records(rows, shadowed, ["shadow"] * len(rows), served=False)
+            shadow = self._records(rows, shadowed, shadows, served=False, latency=latency)
             logged = [record for pair in zip(logged, shadow, strict=True) for record in pair]
         with contextlib.suppress(Exception):  # logging must never fail a prediction
             self.log(logged)
         return answers
 
+    def _log_failure(
+        self,
+        exc: Exception,
+        started: float,
+        version: str,
+        rows: list[dict],
+        imputed: list[list[str]],
+        routes: list[str],
+        picked: np.ndarray,
+    ) -> None:
+        """Log the ``picked`` rows as failed by ``version``: ``error``, no ``output``."""
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        indices = np.flatnonzero(picked).tolist()
+        records = [
+            {
+                "timestamp": now,
+                "environment": self.deployment.environment,
+                "model": self.deployment.model,
+                "model_version": version,
+                "route": routes[i],
+                "served": routes[i] != "shadow",
+                "request_id": request_id,
+                "release_id": str(rows[i][self.id_column]),
+                "features": rows[i],
+                "imputed": imputed[i],
+                "output": None,
+                "latency_ms": elapsed_ms,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+            for i, request_id in zip(indices, _request_ids(len(indices)), strict=True)
+        ]
+        with contextlib.suppress(Exception):  # the request fails with exc, never the log's
+            self.log(records)
+
     def _records(
-        self, rows: list[dict], answers: list[dict], routes: list[str], served: bool
+        self,
+        rows: list[dict],
+        answers: list[dict],
+        routes: list[str],
+        served: bool,
+        latency: dict[str, float],
     ) -> list[dict[str, Any]]:
-        """The log records of one batch: what was asked, what was answered, by which route."""
+        """The log records of one batch: what was asked, what was answered, by which route,
+        and how long its version took to score it."""
         now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         environment, model = self.deployment.environment, self.deployment.model
         return [
@@ -261,6 +320,7 @@ class Scorer:
                 "features": row,
                 "imputed": answer["imputed"],
                 "output": {"high_risk": answer["high_risk"], "probability": answer["probability"]},
+                "latency_ms": latency[answer["model_version"]],
             }
             for row, answer, route_name in zip(rows, answers, routes, strict=True)
         ]

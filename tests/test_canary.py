@@ -938,6 +938,9 @@ def test_cli_apply_on_promote_finishes_the_canary_for_a_pull_request(cli, capsys
     assert (manifest.version, manifest.digest, manifest.rollout.mode) == (2, DIGEST2, "none")
     text = (cli.out / "canary-pr.md").read_text()
     assert text.startswith("# Finish the canary: release-risk v2 to staging")
+    lead = text.split("\n")[2]
+    assert lead.startswith("Finishes the canary in **staging**: **v2** met every limit")
+    assert "### Canary report" in text and "Promotes" not in text
     assert "verdict=promote\n" in cli.output.read_text()
 
 
@@ -978,6 +981,8 @@ def test_cli_apply_on_abort_rewrites_deploys_stable_then_opens_the_pull_request(
     )
     text = (cli.out / "canary-pr.md").read_text()
     assert text.startswith("# Abort the canary of release-risk v2 in staging")
+    assert text.split("\n")[2].startswith("Aborts the canary of **v2** in **staging**")
+    assert "already applied (v1 alone takes the traffic)" in text and "Promotes" not in text
     assert "Abort the canary of release-risk v2 in staging" in capsys.readouterr().out
 
 

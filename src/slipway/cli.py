@@ -416,13 +416,26 @@ def cmd_canary_report(args: argparse.Namespace) -> int:
     from slipway.registry_rest import RestReads
 
     registry = RestReads(default_tracking_uri(), _registry)
+    report = "\n".join(["### Canary report", "", "```", *canary.render(document), "```"])
+    candidate = document.get("candidate_version") or load_manifest(path).rollout.candidate_version
     if document["verdict"] == canary.PROMOTE:
         done = canary.finish(path, registry)
+        done["lead"] = (
+            f"Finishes the canary in **{args.environment}**: **v{candidate}** met every limit "
+            f"with confidence and becomes the stable version (merging deploys it)."
+        )
+        done["evidence"] = report
         print(done["title"])
         print("\n".join(done["diff"]))
         _report_pull_request(pull_request(done, registry, args.out, args.base, purpose="canary"))
         return 0
     done = canary.abort(path, registry)
+    done["lead"] = (
+        f"Aborts the canary of **v{candidate}** in **{args.environment}**: a limit was broken "
+        f"with confidence. The abort is already applied (v{done['version']} alone takes the "
+        "traffic); merging this puts git in line with what runs."
+    )
+    done["evidence"] = report
     print(done["title"])
     print("\n".join(done["diff"]))
     progress(f"deploying {args.environment} v{done['version']} alone: the candidate stops now")
@@ -499,11 +512,15 @@ def cmd_pr(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from slipway.pipeline import run_demo
+    from slipway.pipeline import demo_state, run_demo
 
-    result = run_demo(_config(args), _registry(logs_models=True), args.out, progress)
-    print(result["markdown"])
-    progress(f"demo done — challenger report: {result['report']}")
+    with demo_state(args.out) as home:
+        registry = _registry(logs_models=True)
+        result = run_demo(_config(args), registry, args.out, progress, print, args.config)
+        print("## slipway history production\n")
+        where = result["environments"]
+        cmd_history(argparse.Namespace(environment="production", environments=where, json=False))
+    progress(f"demo done — manifests and their git log in {where}, registry and logs in {home}")
     return 0
 
 

@@ -83,7 +83,8 @@ def pull_request(
 ) -> dict[str, Any]:
     """Open or update the pull request carrying ``done``'s manifest change, on the fixed branch
     ``slipway/PURPOSE-ENV``; without a token and repository, write its body to
-    ``OUT/PURPOSE-pr.md`` and say what would have been opened."""
+    ``OUT/PURPOSE-pr.md`` and say what would have been opened. ``done["lead"]`` replaces the
+    body's first line and ``done["evidence"]`` (Markdown) follows it, when set."""
     from slipway.promote.pull_request import body, open_or_update
 
     env = dict(os.environ) if env is None else env
@@ -94,6 +95,11 @@ def pull_request(
         ref = registry.get(manifest.model, str(manifest.version))
         current = registry.run_metrics(ref.run_id) if ref.run_id else None
     text_body = body(manifest, done["version"], tags, metrics, current, ["staging", "production"])
+    if done.get("lead"):  # a change other than a promotion says what it is first
+        text_body = done["lead"] + "\n" + text_body.split("\n", 1)[1]
+    if done.get("evidence"):
+        first, rest = text_body.split("\n\n", 1)
+        text_body = f"{first}\n\n{done['evidence'].rstrip()}\n\n{rest}"
     branch = f"slipway/{purpose}-{done['environment']}"
     token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
     repo = env.get("GITHUB_REPOSITORY")

@@ -255,8 +255,9 @@ ENOUGH = {"stable": 200, "canary": 200}
         (ENOUGH, [MET, BROKEN, MET, SKIPPED], ABORT),
         (ENOUGH, [UNDECIDED, BROKEN, UNDECIDED, UNDECIDED], ABORT),  # broken beats undecided
         ({"stable": 200, "canary": 199}, [MET, MET, MET, MET], WAIT),
-        ({"stable": 199, "canary": 200}, [BROKEN, MET, MET, MET], WAIT),  # no verdict yet
-        ({"stable": 5000, "canary": 0}, [BROKEN] * 4, WAIT),
+        ({"stable": 199, "canary": 200}, [MET, MET, MET, MET], WAIT),
+        ({"stable": 199, "canary": 20}, [BROKEN, MET, MET, MET], ABORT),  # broken: at once
+        ({"stable": 5000, "canary": 0}, [UNDECIDED] * 4, WAIT),
     ],
 )
 def test_verdict_branches(predictions, statuses, expected):
@@ -265,7 +266,7 @@ def test_verdict_branches(predictions, statuses, expected):
 
 
 def test_wait_says_how_many_more_predictions_each_route_needs():
-    decided, reasons = verdict({"stable": 250, "canary": 37}, 200, [_judged(BROKEN)])
+    decided, reasons = verdict({"stable": 250, "canary": 37}, 200, [_judged(UNDECIDED)])
     assert decided == WAIT
     assert reasons == ["canary has 37 of 200 predictions: 163 more needed"]
     _, reasons = verdict({"stable": 0, "canary": 1}, 200, [])
@@ -594,7 +595,10 @@ def test_with_labels_recall_is_judged_per_release(served_log, tmp_path):
     recall = next(j for j in document["judgements"] if j["limit"] == "max_recall_drop")
     assert recall["value"] == -1.0 and recall["status"] == MET
     assert document["limit_confidence"] == pytest.approx(0.9875)
-    assert document["verdict"] == WAIT  # fewer than 200 predictions per route
+    # Fewer than 200 predictions per route, but the candidate always says high-risk: the
+    # share's whole interval is past its limit, and that is enough to abort at once.
+    assert document["verdict"] == ABORT
+    assert [r.split(":")[0] for r in document["reasons"]] == ["max_high_risk_share_change"]
 
 
 def test_stable_records_before_the_canary_and_after_now_are_left_out(served_log, tmp_path):
@@ -729,8 +733,9 @@ def test_render_shows_the_figures_the_limits_and_the_verdict(served_log, tmp_pat
     assert "high-risk share 0.000 [0.000, 0.0" in lines[0] and " ms, " in lines[0]
     assert lines[1].startswith("canary v2: ") and "errors in 1 of 31 batches" in lines[1]
     assert "   skipped  max_recall_drop: no labels given (--labels): not judged" in lines
-    assert "verdict: wait" in lines
-    assert f"  - stable has {stable} of 200 predictions: {200 - stable} more needed" in lines
+    assert "verdict: abort" in lines
+    [reason] = [line for line in lines if line.startswith("  - ")]
+    assert reason.startswith("  - max_high_risk_share_change: ") and "outside ±0.1000" in reason
 
 
 # --- finishing and aborting: the manifest rewrites ---------------------------------------

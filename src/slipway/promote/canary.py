@@ -8,8 +8,9 @@ canary's first prediction on), joins delayed labels when given, and judges each 
 - **broken** when the whole interval is beyond the limit, **met** when it is all within,
   **undecided** otherwise; the intervals of all limits hold together with ``confidence``
   (each gets 1 - (1 - confidence) / m, Bonferroni over the m limits judged);
-- the verdict is **wait** until both routes have ``min_predictions``, then **abort** when any
-  limit is broken, **promote** when every one is met, and **wait** while any is undecided.
+- the verdict is **abort** as soon as any limit is broken, however few the predictions; else
+  **wait** until both routes have ``min_predictions``, then **promote** when every limit is
+  met, and **wait** while any is undecided.
 
 Errors and latency are counted per scored batch (one request, or the requests the adaptive
 batcher merged): the rows of a batch share its time and its failure, so they are one
@@ -112,8 +113,12 @@ def skipped(limit: str, reason: str) -> Judgement:
 def verdict(
     predictions: dict[str, int], min_predictions: int, judgements: Sequence[Judgement]
 ) -> tuple[str, list[str]]:
-    """``(promote | abort | wait, reasons)``: wait until every route has ``min_predictions``;
-    then abort on any broken limit, promote when all are met (or skipped), else wait."""
+    """``(promote | abort | wait, reasons)``: abort as soon as any limit is broken (its whole
+    interval beyond the limit, however few predictions: that is no guess); otherwise wait until
+    every route has ``min_predictions``, then promote when all are met (or skipped), else wait."""
+    broken = [f"{j.limit}: {j.reason}" for j in judgements if j.status == BROKEN]
+    if broken:
+        return ABORT, broken
     short = [
         f"{route} has {n} of {min_predictions} predictions: {min_predictions - n} more needed"
         for route, n in predictions.items()
@@ -121,9 +126,6 @@ def verdict(
     ]
     if short:
         return WAIT, short
-    broken = [f"{j.limit}: {j.reason}" for j in judgements if j.status == BROKEN]
-    if broken:
-        return ABORT, broken
     undecided = [f"{j.limit}: {j.reason}" for j in judgements if j.status == UNDECIDED]
     if undecided:
         return WAIT, undecided

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,8 @@ from conftest import edit_config
 from contract_helpers import edit_csv, set_cells
 from slipway.cli import main
 from slipway.propose.report import MARKER
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(*args: str) -> int:
@@ -111,19 +115,81 @@ def test_pr_writes_step_summary_and_all_outputs(project, tracking_uri, tmp_path,
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
 
 
-def test_demo_compares_challenger_with_champion(project, tracking_uri, registry, tmp_path, capsys):
+def _subjects(repo: Path) -> list[str]:
+    done = subprocess.run(
+        ["git", "log", "--reverse", "--format=%s"], cwd=repo, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_demo_moves_models_through_manifests_only(project, tracking_uri, tmp_path, capsys):
+    import requests
+
+    from slipway.manifests import load_manifest
+    from slipway.promote.history import history
+    from slipway.registry import MlflowRegistry
+
+    # Limits a few hundred requests can decide (the demo's own need five passes of the eval set).
+    edit_config(
+        project,
+        **{
+            "canary.min_predictions": 100,
+            "canary.max_error_rate_increase": 0.05,
+            "canary.max_high_risk_share_change": 0.2,
+        },
+    )
     out = tmp_path / "out"
     # Remove the data: the demo regenerates it with model/simulate.py and locks it.
     for name in ("train.csv", "eval.csv", "data.lock.json"):
         (project.parent / "data" / name).unlink()
+    users = {path: path.read_bytes() for path in (REPO / "environments").iterdir()}
     assert _run("demo", "--config", str(project), "--out", str(out)) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith(MARKER)
-    assert "Candidate **v2**" in printed and "vs production **v1**" in printed
-    assert "| roc_auc |" in printed and "```mermaid" in printed and "xychart-beta" in printed
-    assert "### Recall per team" in printed and "### Confusion matrices" in printed
-    assert registry.alias("release-risk", "production").version == "1"
-    assert (out / "first" / "report.md").is_file()
+    assert {path: path.read_bytes() for path in (REPO / "environments").iterdir()} == users
+
+    # What a reviewer would have seen: the pull requests, the gate report, the canary report.
+    assert "# Promote release-risk v1 to staging" in printed
+    assert "# Promote release-risk v1 to production" in printed
+    assert MARKER in printed and "Candidate **v2**" in printed and "vs production **v1**" in printed
+    assert "## slipway canary-report production" in printed and "verdict: promote" in printed
+    assert "# Finish the canary: release-risk v2 to production" in printed
+    assert "## slipway history production" in printed
+
+    # Only commits to the scratch manifests moved the models.
+    repo = out / "gitops"
+    assert _subjects(repo) == [
+        "Environment manifests from environments, nothing deployed yet",
+        "Promote release-risk v1 to staging",
+        "Demo only: production's soak_hours 24 → 0, so the demo need not wait 24 h in staging",
+        "Promote release-risk v1 to production",
+        "Canary release-risk v2 at 10% in production",
+        "Finish the canary: release-risk v2 to production",
+    ]
+    staging = load_manifest(repo / "environments" / "staging.yaml")
+    production = load_manifest(repo / "environments" / "production.yaml")
+    assert (staging.version, production.version) == (1, 2)
+    assert production.rollout.mode == "none" and production.promotion.soak_hours == 0
+    registry = MlflowRegistry(f"sqlite:///{out / 'state' / 'mlflow.db'}", logs_models=False)
+    assert registry.alias("release-risk", "staging").version == "1"
+    assert registry.alias("release-risk", "production").version == "2"
+    assert production.digest == registry.get("release-risk", "2").tags["slipway.digest"]
+    entries = history("production", registry, repo / "environments")["entries"]
+    assert [(e["version"], e["deploy"]) for e in entries] == [
+        ("2", "success"),
+        ("1", "success"),
+        (None, None),
+    ]
+
+    # Every server the demo started is stopped; the caller's registry was never touched.
+    assert list((out / "state" / "serve").glob("*.json")) == []
+    urls = {json.loads(p.read_text())["serving"]["url"] for p in out.glob("steps/*/deploy.json")}
+    assert len(list(out.glob("steps/*/deploy.json"))) == 4
+    for url in urls:
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/readyz", timeout=2)
+    assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()
 
 
 @pytest.mark.parametrize("on_inconclusive", ["warn", "fail"])

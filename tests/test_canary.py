@@ -638,6 +638,7 @@ def test_read_rollout_keeps_only_the_served_records_of_this_rollout(tmp_path):
         record(model="other-model"),
         record(environment="production"),
         record(timestamp="2026-07-01T12:00:03+00:00"),  # after now
+        record(release_id="slipway-smoke:REL-1"),  # a deploy's smoke test, not traffic
     ]
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -1015,9 +1016,18 @@ def test_cli_bad_input_is_exit_2(cli, capsys, tmp_path):
     _write_log(cli.logs, {"stable": 10, "canary": 10})
     assert main(["canary-report", "staging", *cli.args, "--labels", str(tmp_path / "no.csv")]) == 2
     assert "no labels file" in capsys.readouterr().err
+
+
+def test_cli_without_a_canary_says_so_and_exits_0(cli, capsys):
+    # The schedule runs it whether a canary runs or not: no canary is nothing to decide.
     _canary_manifest(cli.manifest.parent, mode="none")
-    assert main(["canary-report", "staging", *cli.args]) == 2
-    assert "staging runs no canary (rollout mode none)" in capsys.readouterr().err
+    before = cli.manifest.read_bytes()
+    assert main(["canary-report", "staging", *cli.args, "--apply"]) == 0
+    assert (
+        "staging runs no canary (rollout mode none): nothing to decide" in capsys.readouterr().err
+    )
+    assert "verdict=none\n" in cli.output.read_text()
+    assert cli.manifest.read_bytes() == before and not (cli.out / "canary.json").exists()
 
 
 @pytest.fixture

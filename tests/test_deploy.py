@@ -130,7 +130,7 @@ def test_a_digest_the_manifest_does_not_name_is_refused_and_nothing_starts(packa
         path.write_text(text)
 
 
-def test_a_manifest_with_nothing_to_deploy_is_exit_2(tmp_path, capsys, monkeypatch):
+def test_a_manifest_with_nothing_to_deploy_deploys_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SLIPWAY_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'state' / 'm.db'}")
     shutil.copytree(REPO / "environments", tmp_path / "environments")
@@ -143,6 +143,15 @@ def test_a_manifest_with_nothing_to_deploy_is_exit_2(tmp_path, capsys, monkeypat
             "--out",
             str(tmp_path / "out"),
         ]
+    )
+    assert code == 0
+    assert "names no version yet: nothing to deploy" in capsys.readouterr().err
+    # A server still running there while the manifest names nothing: that is an error.
+    state = tmp_path / "state" / "serve" / "staging.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"pid": 1, "url": "http://127.0.0.1:9", "version": "1"}')
+    code = main(
+        ["deploy", "staging", "--environments", str(tmp_path / "environments"), "--out", "o"]
     )
     assert code == 2
     assert "names no version and digest to deploy" in capsys.readouterr().err

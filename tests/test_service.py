@@ -725,9 +725,13 @@ def test_real_server_serves_smokes_and_stops(trained, capsys):
         assert smoke["schema"] == "slipway.smoke/1" and smoke["passed"]
         assert {c["check"] for c in smoke["checks"]} >= {"answers", "latency", "readyz"}
         deadline = time.monotonic() + 10
-        while len(_lines(trained.root / "state" / "predictions" / "staging")) < len(records):
+        logs = trained.root / "state" / "predictions" / "staging"
+        while len(_lines(logs)) < len(records) + 40:  # the smoke's 20 records and 20 calls
             assert time.monotonic() < deadline, "the prediction log stays behind"
             time.sleep(0.1)
+        # The smoke test's predictions are logged, and marked so: readers of traffic skip them.
+        marked = [r for r in _lines(logs) if r["release_id"].startswith("slipway-smoke:")]
+        assert len(marked) == 40 and len(_lines(logs)) == len(records) + 40
     finally:
         assert main(["serve", "staging", "--stop"]) == 0
     with pytest.raises(requests.ConnectionError):

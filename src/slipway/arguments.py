@@ -291,8 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         parents=[common],
         help="the whole lifecycle on sample data",
-        description="Generate data if missing, train a first model, promote it "
-        "to production, then gate a challenger against it.",
+        description="The whole lifecycle, models moved by manifest changes only: generate "
+        "data if missing; train, gate and package a first model; promote, merge and deploy it "
+        "to staging, then production; gate a challenger against it, run it as a 10%% canary on "
+        "live traffic until the canary report decides, finish the canary; print each pull "
+        "request it would open and the production history. Works in a scratch git repository "
+        "with its own registry and servers under OUT/ (gitops/, state/); stops every server.",
     )
     return parser
 

@@ -188,7 +188,8 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
     config = _config(args)
     frame = read_dataset(config.path(config.data.eval)).head(args.rows)
-    document = smoke(args.url, records_from_frame(frame, config), args.max_p95_ms)
+    records = records_from_frame(frame, config)
+    document = smoke(args.url, records, args.max_p95_ms, id_column=config.data.id_column)
     write_json(args.out / "smoke.json", document)
     for check in document["checks"]:
         print(f"{'pass' if check['passed'] else 'FAIL':>5}  {check['check']}: {check['detail']}")
@@ -334,11 +335,19 @@ def _report_pull_request(result: dict) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from slipway.manifests import load_manifest, manifest_path
     from slipway.promote.deploy import deploy
     from slipway.promote.deployments import record_from_env
     from slipway.propose.contract import read_dataset
+    from slipway.serve.server import server_state
     from slipway.serve.smoke import records_from_frame
 
+    manifest = load_manifest(manifest_path(args.environment, args.environments))
+    if manifest.version is None and not server_state(args.environment).is_file():
+        # A push that touches the rules of an environment nothing was promoted to yet.
+        progress(f"environments/{args.environment}.yaml names no version yet: nothing to deploy")
+        _github_output({"status": "skipped", "url": "", "pull-request": ""})
+        return 0
     config = _config(args)
     frame = read_dataset(config.path(config.data.eval)).head(args.rows)
     record = record_from_env(args.environment)
@@ -404,8 +413,14 @@ def cmd_canary_report(args: argparse.Namespace) -> int:
 
     config = _config(args)
     path = manifest_path(args.environment, args.environments)
+    manifest = load_manifest(path)
+    if manifest.rollout.mode != "canary":  # a schedule asks whether a canary runs or not
+        mode = manifest.rollout.mode
+        progress(f"{args.environment} runs no canary (rollout mode {mode}): nothing to decide")
+        _github_output({"verdict": "none", "report": ""})
+        return 0
     document = canary.canary_report(
-        args.environment, config, load_manifest(path), log_directory(args.environment), args.labels
+        args.environment, config, manifest, log_directory(args.environment), args.labels
     )
     written = canary.write_report(document, args.out)
     print(json.dumps(document, indent=2) if args.json else "\n".join(canary.render(document)))
@@ -512,7 +527,7 @@ def cmd_pr(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from slipway.pipeline import demo_state, run_demo
+    from slipway.demo import demo_state, run_demo
 
     with demo_state(args.out) as home:
         registry = _registry(logs_models=True)

@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 SCHEMA = "slipway.deploy/1"
-RESULT_TAG = "slipway.deploy.{environment}"  # success | failed: the last deploy of a version
+RESULT_TAG = "slipway.deploy.{environment}"  # success | failure: the last deploy of a version
 
 
 def deploy(
@@ -128,7 +128,7 @@ def _deploy(
         bento_tag=fetched["bento_tag"],
     )
     progress(f"smoke-testing v{version} at {started['url']} beside the serving version")
-    checked = smoke(started["url"], records, max_p95_ms)
+    checked = smoke(started["url"], records, max_p95_ms, id_column=config.data.id_column)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if checked["passed"]:
         _switch(environment, slot, previous, path.read_text(encoding="utf-8"), progress)

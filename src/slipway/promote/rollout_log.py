@@ -18,6 +18,7 @@ from typing import Any
 
 from slipway.errors import DataError
 from slipway.manifests import Manifest
+from slipway.serve.prediction_log import is_smoke
 
 ROUTES = ("stable", "canary")
 
@@ -105,6 +106,7 @@ def read_rollout(
         if (
             route not in wanted
             or record.get("served") is not True
+            or is_smoke(record)
             or str(record.get("model_version")) != wanted[route]
             or record.get("model", manifest.model) != manifest.model
             or record.get("environment", manifest.environment) != manifest.environment

@@ -19,6 +19,15 @@ import pydantic_core
 
 from slipway.fsutil import state_dir
 
+# Smoke tests send their records with ids starting so: the log keeps them (they were served),
+# and whoever reads it for traffic (canary reports, drift checks) leaves them out.
+SMOKE_ID_PREFIX = "slipway-smoke:"
+
+
+def is_smoke(record: Mapping[str, Any]) -> bool:
+    """Whether a logged prediction answered a smoke test rather than real traffic."""
+    return str(record.get("release_id", "")).startswith(SMOKE_ID_PREFIX)
+
 
 class PredictionLog:
     """Append JSON lines from a bounded queue on a background thread; rotate by size.

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from slipway.config import ModelConfig
+from slipway.serve.prediction_log import SMOKE_ID_PREFIX
 from slipway.serve.service import Prediction
 
 
@@ -21,12 +22,21 @@ def records_from_frame(frame: pd.DataFrame, config: ModelConfig) -> list[dict[st
 
 
 def smoke(
-    url: str, records: list[dict[str, Any]], max_p95_ms: float, calls: int = 20
+    url: str,
+    records: list[dict[str, Any]],
+    max_p95_ms: float,
+    calls: int = 20,
+    id_column: str = "release_id",
 ) -> dict[str, Any]:
-    """Check a running service: readiness, metadata, answers, the error format and latency."""
+    """Check a running service: readiness, metadata, answers, the error format and latency.
+
+    The records go with their ids marked (:data:`SMOKE_ID_PREFIX`), so the prediction log's
+    readers can tell this test from real traffic.
+    """
     import requests
 
     url = url.rstrip("/")
+    records = [{**r, id_column: f"{SMOKE_ID_PREFIX}{r.get(id_column)}"} for r in records]
     checks: list[dict[str, Any]] = []
 
     def check(name: str, passed: bool, detail: str) -> bool:

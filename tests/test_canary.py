@@ -965,7 +965,7 @@ def test_cli_apply_on_promote_refuses_an_ungated_candidate(cli, versions, capsys
 def test_cli_apply_on_abort_rewrites_deploys_stable_then_opens_the_pull_request(
     cli, monkeypatch, capsys
 ):
-    import slipway.cli
+    import slipway.commands.promote
 
     _write_log(cli.logs, {"stable": 300, "canary": 300}, failed=60)
     deployed = []
@@ -976,7 +976,7 @@ def test_cli_apply_on_abort_rewrites_deploys_stable_then_opens_the_pull_request(
         assert not (cli.out / "canary-pr.md").exists()  # the deploy comes first
         return 0
 
-    monkeypatch.setattr(slipway.cli, "cmd_deploy", deploy)
+    monkeypatch.setattr(slipway.commands.promote, "cmd_deploy", deploy)
     assert main(["canary-report", "staging", *cli.args, "--apply", "--rows", "7"]) == 0
     assert deployed == [("staging", 1, "none", 7)]
     manifest = load_manifest(cli.manifest)
@@ -996,7 +996,7 @@ def test_cli_apply_on_abort_rewrites_deploys_stable_then_opens_the_pull_request(
 def test_cli_abort_opens_the_pull_request_even_when_the_deploy_fails(
     cli, monkeypatch, outcome, code
 ):
-    import slipway.cli
+    import slipway.commands.promote
     from slipway.errors import ServingError
 
     _write_log(cli.logs, {"stable": 300, "canary": 300}, failed=60)
@@ -1006,7 +1006,7 @@ def test_cli_abort_opens_the_pull_request_even_when_the_deploy_fails(
             raise ServingError("no Bento", "package it")
         return outcome
 
-    monkeypatch.setattr(slipway.cli, "cmd_deploy", deploy)
+    monkeypatch.setattr(slipway.commands.promote, "cmd_deploy", deploy)
     assert main(["canary-report", "staging", *cli.args, "--apply"]) == code
     assert (cli.out / "canary-pr.md").read_text().startswith("# Abort the canary")
     assert load_manifest(cli.manifest).rollout.mode == "none"

@@ -1,0 +1,1 @@
+"""The ``slipway`` verbs, by flow; :mod:`slipway.cli` dispatches to them."""

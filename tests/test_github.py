@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from github_emulator import BOT_EMAIL, TOKEN, Emulator
-from slipway.github import DEPLOYMENT_STATES, MARKER, GitHub, GitHubError
+from slipway.github import MARKER, GitHub, GitHubError
+from slipway.github_repo import DEPLOYMENT_STATES
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -53,3 +53,14 @@ class PromotionError(SlipwayError):
     """A version may not be promoted (not gated, not packaged); no manifest was changed."""
 
     exit_code = 1
+
+
+class GitHubError(SlipwayError):
+    """GitHub refused a request or could not be reached; ``status`` is the HTTP status or None."""
+
+    def __init__(
+        self, message: str, hint: str = "", status: int | None = None, endpoint: str = ""
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.endpoint = endpoint

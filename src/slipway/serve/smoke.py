@@ -48,7 +48,14 @@ def smoke(
         check("readyz", ready.status_code == 200, f"HTTP {ready.status_code}")
         meta = requests.get(f"{url}/metadata", timeout=5)
         metadata = meta.json() if meta.status_code == 200 else {}
-        check("metadata", bool(metadata.get("version")), f"HTTP {meta.status_code} {metadata}")
+        rollout = metadata.get("rollout") or {}
+        said = (
+            f"v{metadata.get('version')} of {metadata.get('model')} in "
+            f"{metadata.get('environment')}, rollout {rollout.get('mode')}"
+            if metadata
+            else meta.text[:200]
+        )
+        check("metadata", bool(metadata.get("version")), f"HTTP {meta.status_code}; {said}")
         versions = {metadata.get("version"), metadata.get("rollout", {}).get("candidate_version")}
         answer = requests.post(f"{url}/predict", json={"records": records}, timeout=30)
         body = answer.json() if answer.status_code == 200 else []

@@ -398,3 +398,15 @@ def test_without_a_token_the_pull_request_is_written_down(repo, versions, tmp_pa
     assert _promote(repo, "staging", "--version", first, "--out", str(out)) == 0
     text = (out / "promote-pr.md").read_text()
     assert text.startswith(f"# Promote release-risk v{first} to staging")
+
+
+def test_a_github_refusal_leaves_the_manifest_as_it_was(repo, versions, github, capsys):
+    version = versions(**{"slipway.gate": "pass", "slipway.digest": DIGEST})
+    path = repo / "environments" / "staging.yaml"
+    before = path.read_bytes()
+    github.fail(403)  # not retried (5xx and 429 are, as tests/test_github.py shows)
+    assert _promote(repo, "staging", "--version", version) == 2
+    err = capsys.readouterr().err
+    assert "403" in err and "no pull request was opened" in err and "is as it was" in err
+    assert path.read_bytes() == before  # nothing moved
+    assert github.pulls == {}

@@ -233,6 +233,7 @@ def cmd_canary_report(args: argparse.Namespace) -> int:
         "traffic); merging this puts git in line with what runs."
     )
     done["evidence"] = report
+    done["applied"] = True  # deployed below whatever GitHub says: the file must stay so
     print(done["title"])
     print("\n".join(done["diff"]))
     progress(f"deploying {args.environment} v{done['version']} alone: the candidate stops now")

@@ -383,4 +383,5 @@ def _rewrite(
         "tags": tags,
         "run_id": run_id,
         "manifest": current,
+        "before": before,
     }

@@ -70,6 +70,7 @@ def promote(environment: str, version: int, registry: Registry, directory: Path)
         "tags": tags,
         "run_id": ref.run_id,
         "manifest": current,
+        "before": before,
     }
 
 
@@ -85,7 +86,7 @@ def pull_request(
     ``slipway/PURPOSE-ENV``; without a token and repository, write its body to
     ``OUT/PURPOSE-pr.md`` and say what would have been opened. ``done["lead"]`` replaces the
     body's first line and ``done["evidence"]`` (Markdown) follows it, when set."""
-    from slipway.promote.pull_request import body, open_or_update
+    from slipway.promote.pull_request import body
 
     env = dict(os.environ) if env is None else env
     tags, manifest = done["tags"], done["manifest"]
@@ -119,7 +120,8 @@ def pull_request(
     owners = [o for o in (tags.get("slipway.owners") or "").split(",") if o]
     github = GitHub(token, repo, api_url=env.get("GITHUB_API_URL"))
     try:
-        result = open_or_update(
+        result = _open_or_update_or_restore(
+            done,
             github,
             branch,
             base,
@@ -132,6 +134,27 @@ def pull_request(
     finally:
         github.close()
     return {**result, "branch": branch}
+
+
+def _open_or_update_or_restore(done: dict[str, Any], github: Any, *args: Any) -> dict[str, Any]:
+    """:func:`~slipway.promote.pull_request.open_or_update`; when GitHub refuses, the manifest
+    is put back as it was (nothing moved), unless ``done["applied"]`` says the change already
+    runs (an aborted canary), and the error says so."""
+    from slipway.github import GitHubError
+    from slipway.promote.pull_request import open_or_update
+
+    try:
+        return open_or_update(github, *args)
+    except GitHubError as exc:
+        if done.get("applied") or "before" not in done:
+            raise
+        atomic_write_text(Path(done["path"]), done["before"])
+        raise GitHubError(
+            f"{exc.message}; no pull request was opened, and {done['path']} is as it was",
+            exc.hint,
+            exc.status,
+            exc.endpoint,
+        ) from exc
 
 
 def _changed_lines(before: str, after: str) -> list[str]:

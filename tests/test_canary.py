@@ -20,6 +20,16 @@ import pytest
 from slipway.cli import main
 from slipway.config import Canary, load_config
 from slipway.errors import ConfigError, DataError, PromotionError
+from slipway.intervals import (
+    binomial_pmf,
+    newcombe,
+    order_ranks,
+    quantile,
+    quantile_interval,
+    ratio_interval,
+    wilson,
+    z_value,
+)
 from slipway.manifests import Manifest, load_manifest, render_manifest
 from slipway.promote import canary
 from slipway.promote.canary import (
@@ -37,16 +47,6 @@ from slipway.promote.canary import (
     limit_level,
     verdict,
     within,
-)
-from slipway.promote.intervals import (
-    binomial_pmf,
-    newcombe,
-    order_ranks,
-    quantile,
-    quantile_interval,
-    ratio_interval,
-    wilson,
-    z_value,
 )
 from slipway.promote.rollout_log import Sample, read_labels, sample
 from slipway.serve.prediction_log import PredictionLog

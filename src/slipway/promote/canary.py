@@ -28,9 +28,9 @@ from typing import Any
 from slipway.config import Canary, ModelConfig
 from slipway.errors import ConfigError, PromotionError
 from slipway.fsutil import write_json
+from slipway.intervals import newcombe, quantile, quantile_interval, ratio_interval, wilson
 from slipway.manifests import Manifest, load_manifest, update_manifest
 from slipway.promote import checks
-from slipway.promote.intervals import newcombe, quantile, quantile_interval, ratio_interval, wilson
 from slipway.promote.rollout_log import Sample, read_labels, read_rollout, sample
 from slipway.registry import Registry
 

@@ -1,4 +1,6 @@
-"""Confidence intervals for the canary's figures, exact enough to pin in tests.
+"""Confidence intervals for proportions and quantiles, exact enough to pin in tests.
+
+Shared by the canary's verdict (``promote/canary.py``) and the drift check (``drift/``).
 
 - :func:`wilson`: a proportion (Wilson score interval);
 - :func:`newcombe`: a difference of two independent proportions (Newcombe's hybrid score

@@ -660,6 +660,15 @@ def test_read_rollout_keeps_only_the_served_records_of_this_rollout(tmp_path):
         "since": "2026-07-01T12:00:00+00:00",
     }
     assert read_rollout(tmp_path / "nothing", manifest, now)[1]["read"] == 0
+    # A server started at 12:00:01 runs this rollout: what was logged before is another's.
+    started = datetime(2026, 7, 1, 12, 0, 1, tzinfo=UTC)
+    chosen, seen = read_rollout(logs, manifest, now, started)
+    assert [r["timestamp"] for r in chosen["canary"]] == ["2026-07-01T12:00:01"]
+    assert chosen["stable"] == [] and seen["since"] == "2026-07-01T12:00:01+00:00"
+    assert (
+        read_rollout(logs, manifest, now, started.replace(second=0))[0]
+        == read_rollout(logs, manifest, now)[0]
+    )  # exactly at the start counts
 
 
 def test_a_manifest_without_a_canary_is_a_config_error(served_log, tmp_path):
@@ -947,6 +956,8 @@ def test_cli_apply_on_promote_finishes_the_canary_for_a_pull_request(cli, capsys
     lead = text.split("\n")[2]
     assert lead.startswith("Finishes the canary in **staging**: **v2** met every limit")
     assert "### Canary report" in text and "Promotes" not in text
+    changes = text.split("### What changes")[1].split("###")[0]
+    assert f"`digest` → `{DIGEST2}`" in changes and "the rollout ends" in changes
     assert "verdict=promote\n" in cli.output.read_text()
 
 
@@ -989,12 +1000,14 @@ def test_cli_apply_on_abort_rewrites_deploys_stable_then_opens_the_pull_request(
     assert text.startswith("# Abort the canary of release-risk v2 in staging")
     assert text.split("\n")[2].startswith("Aborts the canary of **v2** in **staging**")
     assert "already applied (v1 alone takes the traffic)" in text and "Promotes" not in text
+    assert "the rollout ends (`mode` → none" in text and "`version` and `digest` stay" in text
+    assert "### Gate" not in text and "rollback" not in text.split("### On merge")[1]
     assert "Abort the canary of release-risk v2 in staging" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("outcome", "code"), [(1, 1), (None, 2)])
-def test_cli_abort_opens_the_pull_request_even_when_the_deploy_fails(
-    cli, monkeypatch, outcome, code
+def test_cli_abort_whose_redeploy_fails_is_not_applied_and_opens_nothing(
+    cli, monkeypatch, capsys, outcome, code
 ):
     import slipway.commands.promote
     from slipway.errors import ServingError
@@ -1007,9 +1020,13 @@ def test_cli_abort_opens_the_pull_request_even_when_the_deploy_fails(
         return outcome
 
     monkeypatch.setattr(slipway.commands.promote, "cmd_deploy", deploy)
+    before = cli.manifest.read_bytes()
     assert main(["canary-report", "staging", *cli.args, "--apply"]) == code
-    assert (cli.out / "canary-pr.md").read_text().startswith("# Abort the canary")
-    assert load_manifest(cli.manifest).rollout.mode == "none"
+    # The canary still serves, as the manifest still says: no PR claims an abort.
+    assert not (cli.out / "canary-pr.md").exists()
+    assert cli.manifest.read_bytes() == before
+    if outcome == 1:
+        assert "the abort is NOT applied" in capsys.readouterr().err
 
 
 def test_cli_bad_input_is_exit_2(cli, capsys, tmp_path):
@@ -1048,3 +1065,23 @@ def test_cli_finish_opens_the_pull_request_on_the_canary_branch(cli, github):
     assert pull["state"] == "open" and pull["base"]["ref"] == "main"
     text = github.file("slipway/canary-staging", "environments/staging.yaml")
     assert text == cli.manifest.read_text() and "mode: none" in text
+
+
+def test_cli_counts_only_what_the_running_rollout_logged(cli, capsys, monkeypatch, tmp_path):
+    from slipway.fsutil import write_json
+    from slipway.serve.server import server_state
+
+    monkeypatch.setenv("SLIPWAY_HOME", str(tmp_path / "state"))
+    _write_log(cli.logs, {"stable": 300, "canary": 300}, failed=60)  # a broken earlier canary
+    rollout = load_manifest(cli.manifest).rollout.model_dump()
+    later = (START + timedelta(hours=1)).isoformat()
+    running = {"pid": 1, "url": "http://127.0.0.1:9", "version": "1", "rollout": rollout}
+    write_json(server_state("staging"), {**running, "started_at": later})
+    assert main(["canary-report", "staging", *cli.args, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["verdict"] == "wait" and document["records"]["used"] == 0
+    # The server of another rollout (a different candidate) says nothing about this one.
+    other = {**rollout, "candidate_version": 7}
+    write_json(server_state("staging"), {**running, "rollout": other, "started_at": later})
+    assert main(["canary-report", "staging", *cli.args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "abort"

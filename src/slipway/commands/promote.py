@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from datetime import datetime
 
 from slipway.commands.common import (
     config_of,
@@ -14,6 +15,7 @@ from slipway.commands.common import (
     registry_of,
     report_pull_request,
 )
+from slipway.fsutil import atomic_write_text
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -147,6 +149,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             progress,
             record,
             os.environ.get("GITHUB_REF_NAME") or "main",
+            revert=getattr(args, "revert", True),
         )
     finally:
         if record is not None:
@@ -202,7 +205,12 @@ def cmd_canary_report(args: argparse.Namespace) -> int:
         github_output({"verdict": "none", "report": ""})
         return 0
     document = canary.canary_report(
-        args.environment, config, manifest, log_directory(args.environment), args.labels
+        args.environment,
+        config,
+        manifest,
+        log_directory(args.environment),
+        args.labels,
+        started=_rollout_started(args.environment, manifest),
     )
     written = canary.write_report(document, args.out)
     print(json.dumps(document, indent=2) if args.json else "\n".join(canary.render(document)))
@@ -222,26 +230,70 @@ def cmd_canary_report(args: argparse.Namespace) -> int:
             f"with confidence and becomes the stable version (merging deploys it)."
         )
         done["evidence"] = report
+        done["sections"] = {
+            "What changes": f"`environments/{args.environment}.yaml`: `version` → {candidate}, "
+            f"`digest` → `{done['digest']}` (the candidate's Bento), and the rollout ends "
+            "(`mode` → none, `candidate_version` → null, `canary_percent` → 0).",
+        }
         print(done["title"])
         print("\n".join(done["diff"]))
         report_pull_request(pull_request(done, registry, args.out, args.base, purpose="canary"))
         return 0
     done = canary.abort(path, registry)
-    done["lead"] = (
-        f"Aborts the canary of **v{candidate}** in **{args.environment}**: a limit was broken "
-        f"with confidence. The abort is already applied (v{done['version']} alone takes the "
-        "traffic); merging this puts git in line with what runs."
-    )
-    done["evidence"] = report
-    done["applied"] = True  # deployed below whatever GitHub says: the file must stay so
     print(done["title"])
     print("\n".join(done["diff"]))
-    progress(f"deploying {args.environment} v{done['version']} alone: the candidate stops now")
+    stable = done["version"]
+    progress(f"deploying {args.environment} v{stable} alone: the candidate stops now")
+    args.revert = False  # a failed redeploy leaves the canary serving, as main says
     try:
         code = cmd_deploy(args)
-    finally:  # the manifest says stable only: git catches up whatever the deploy did
-        report_pull_request(pull_request(done, registry, args.out, args.base, purpose="canary"))
-    return code
+    except BaseException:
+        atomic_write_text(path, done["before"])  # not applied: the file says what serves
+        raise
+    if code != 0:
+        atomic_write_text(path, done["before"])
+        progress(
+            f"the abort is NOT applied: v{stable} alone failed its smoke tests, so the canary "
+            f"of v{candidate} still serves; fix it, then run `slipway canary-report "
+            f"{args.environment} --apply` again"
+        )
+        return code
+    done["applied"] = True  # it runs now, whatever GitHub says next: the file must stay so
+    done["lead"] = (
+        f"Aborts the canary of **v{candidate}** in **{args.environment}**: a limit was broken "
+        f"with confidence. The abort is already applied (v{stable} alone takes the traffic); "
+        "merging this puts git in line with what runs."
+    )
+    done["evidence"] = report
+    done["sections"] = {
+        "What changes": f"`environments/{args.environment}.yaml`: the rollout ends (`mode` → "
+        f"none, `candidate_version` → null, `canary_percent` → 0); `version` and `digest` stay "
+        f"v{stable}'s.",
+        "Gate": None,
+        "On merge": f"`deploy.yml` deploys v{stable} alone: what already runs since the abort, "
+        "so the traffic sees no change. To try the candidate again, fix it and start a new "
+        "canary with a pull request.",
+    }
+    report_pull_request(pull_request(done, registry, args.out, args.base, purpose="canary"))
+    return 0
+
+
+def _rollout_started(environment: str, manifest) -> datetime | None:
+    """When the server running ``manifest``'s rollout started (its state says), else None."""
+    from slipway.fsutil import read_json
+    from slipway.serve.server import server_state
+
+    state = server_state(environment)
+    if not state.is_file():
+        return None
+    running = read_json(state)
+    same = running.get("rollout") == manifest.rollout.model_dump()
+    if not same or str(running.get("version")) != str(manifest.version):
+        return None
+    try:
+        return datetime.fromisoformat(str(running["started_at"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -229,8 +229,11 @@ def canary_report(
     log_dir: Path,
     labels_path: Path | None = None,
     now: datetime | None = None,
+    started: datetime | None = None,
 ) -> dict[str, Any]:
-    """The canary's figures per route, each limit's judgement and the verdict."""
+    """The canary's figures per route, each limit's judgement and the verdict. ``started``:
+    when the server running this rollout started; nothing logged before it counts (an earlier
+    canary of the same candidate, or the stable version alone)."""
     if manifest.rollout.mode != "canary" or manifest.version is None:
         raise ConfigError(
             f"{environment} runs no canary (rollout mode {manifest.rollout.mode})",
@@ -243,7 +246,7 @@ def canary_report(
         labels = read_labels(
             labels_path, config.data.id_column, config.target.column, config.target.positive
         )
-    chosen, seen = read_rollout(log_dir, manifest, now)
+    chosen, seen = read_rollout(log_dir, manifest, now, started)
     stable_version, candidate = str(manifest.version), str(manifest.rollout.candidate_version)
     stable = sample(stable_version, chosen["stable"], labels)
     canary = sample(candidate, chosen["canary"], labels)

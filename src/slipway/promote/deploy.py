@@ -53,11 +53,13 @@ def deploy(
     progress: Progress = lambda _m: None,
     record: DeploymentRecord | None = None,
     base: str = "main",
+    revert: bool = True,
 ) -> dict[str, Any]:
     """Deploy the manifest's version of ``environment``; writes ``OUT/deploy.json``.
 
     With ``record`` the deploy is a GitHub Deployment (in progress, then success or failure),
-    and a failed smoke test opens the revert pull request against ``base``.
+    and a failed smoke test opens the revert pull request against ``base`` (unless ``revert``
+    is off: a caller that changed the manifest itself puts it back instead).
     """
     path = manifest_path(environment, directory)
     with _locked(environment, progress):
@@ -91,7 +93,7 @@ def deploy(
             description = f"v{document['version']}: smoke tests {document['smoke_verdict']}"
             record.finish(document["status"], url, description)
             document["deployment"] = {"id": record.id, "error": record.error}
-            if document["status"] == "failure":
+            if document["status"] == "failure" and revert:
                 document["revert"] = _revert(record, document, path, base, progress)
         write_json(out_dir / "deploy.json", document)
         return document

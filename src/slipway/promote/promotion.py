@@ -85,7 +85,8 @@ def pull_request(
     """Open or update the pull request carrying ``done``'s manifest change, on the fixed branch
     ``slipway/PURPOSE-ENV``; without a token and repository, write its body to
     ``OUT/PURPOSE-pr.md`` and say what would have been opened. ``done["lead"]`` replaces the
-    body's first line and ``done["evidence"]`` (Markdown) follows it, when set."""
+    body's first line, ``done["evidence"]`` (Markdown) follows it, and ``done["sections"]``
+    replaces the text under a ``### heading`` (None drops the section), when set."""
     from slipway.promote.pull_request import body
 
     env = dict(os.environ) if env is None else env
@@ -101,6 +102,8 @@ def pull_request(
     if done.get("evidence"):
         first, rest = text_body.split("\n\n", 1)
         text_body = f"{first}\n\n{done['evidence'].rstrip()}\n\n{rest}"
+    for heading, text in (done.get("sections") or {}).items():
+        text_body = _replace_section(text_body, heading, text)
     branch = f"slipway/{purpose}-{done['environment']}"
     token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
     repo = env.get("GITHUB_REPOSITORY")
@@ -134,6 +137,19 @@ def pull_request(
     finally:
         github.close()
     return {**result, "branch": branch}
+
+
+def _replace_section(text: str, heading: str, replacement: str | None) -> str:
+    """``text`` with the section under ``### heading`` replaced (or dropped, for None)."""
+    start = text.find(f"### {heading}\n")
+    if start < 0:
+        return text
+    end = text.find("\n### ", start + 1)
+    end = len(text) if end < 0 else end + 1
+    if replacement is None:
+        return text[:start] + text[end:]
+    tail = "\n" if end < len(text) else ""
+    return f"{text[:start]}### {heading}\n\n{replacement.rstrip()}\n{tail}{text[end:]}"
 
 
 def _open_or_update_or_restore(done: dict[str, Any], github: Any, *args: Any) -> dict[str, Any]:

@@ -87,12 +87,13 @@ def _records(log_dir: Path) -> Iterator[dict[str, Any] | None]:
 
 
 def read_rollout(
-    log_dir: Path, manifest: Manifest, now: datetime
+    log_dir: Path, manifest: Manifest, now: datetime, started: datetime | None = None
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """The served records of the manifest's rollout up to ``now``, by route, and what was read.
 
-    Stable records before the canary's first prediction are left out: both routes are
-    compared over the same time.
+    Records before ``started`` (when the server of this rollout started) are not this rollout's;
+    stable records before the canary's first prediction are left out: both routes are compared
+    over the same time.
     """
     wanted = {"stable": str(manifest.version), "canary": str(manifest.rollout.candidate_version)}
     routes: dict[str, list[tuple[datetime, dict[str, Any]]]] = {r: [] for r in ROUTES}
@@ -118,7 +119,7 @@ def read_rollout(
             unreadable += 1
             continue
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
-        if at <= now:
+        if at <= now and (started is None or at >= started):
             routes[route].append((at, record))
     since = min((at for at, _ in routes["canary"]), default=None)
     chosen = {

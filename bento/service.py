@@ -10,10 +10,14 @@ Models are referenced by exact tag (``release-risk:v3``), never ``latest``. The 
 is generated from the data contract in ``model/slipway.yaml`` (``SLIPWAY_CONFIG`` overrides).
 """
 
+import contextlib
+import datetime as dt
 import gc
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,12 +40,15 @@ from slipway.config import load_config  # noqa: E402
 from slipway.manifests import load_manifest  # noqa: E402
 from slipway.serve.prediction_log import PredictionLog, log_directory  # noqa: E402
 from slipway.serve.service import (  # noqa: E402
+    MAX_REJECTED_BODY,
+    REJECTED,
     Deployment,
     Prediction,
     Scorer,
     bento_model_tag,
     example_record,
     record_model,
+    rejection_record,
 )
 
 MAX_RECORDS = 1000
@@ -67,6 +74,7 @@ def _deployment() -> Deployment:
 DEPLOYMENT = _deployment()
 LOG_DIR = log_directory(DEPLOYMENT.environment)
 LOG_MAX_BYTES = int(os.environ.get("SLIPWAY_LOG_MAX_BYTES", str(10 << 20)))
+LOSS_REPORT_SECONDS = 60  # how often, at most, the log records what it lost
 Record = record_model(CONFIG)
 Records = Annotated[
     list[Record],
@@ -113,11 +121,58 @@ class JsonOnly:
                     "type": "unsupported_media_type",
                     "loc": ["headers", "content-type"],
                     "msg": f"send a JSON body with Content-Type: application/json, not {media!r}",
+                    "input": given,
                 }
                 body = {"error": "unsupported media type", "detail": [detail]}
                 await JSONResponse(body, status_code=415)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class LogRejections:
+    """ASGI middleware: each ``POST /predict`` answered 400 or 415 leaves one record in the
+    prediction log (:func:`rejection_record`), so traffic the contract refuses (a team it does
+    not know yet) shows in the drift check rather than vanishing.
+
+    It passes every message on unchanged, keeping references to the body chunks; only a
+    rejection's are read back, after the answer is sent, and nothing here can fail a request.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/predict":
+            await self.app(scope, receive, send)
+            return
+        asked: list[bytes] = []
+        answered: list[bytes] = []
+        status: list[int] = []
+        size = [0]
+
+        async def receiving() -> Any:
+            message = await receive()
+            if message["type"] == "http.request" and size[0] <= MAX_REJECTED_BODY:
+                asked.append(message.get("body", b""))
+                size[0] += len(asked[-1])
+            return message
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            elif message["type"] == "http.response.body" and status and status[0] in REJECTED:
+                answered.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receiving, sending)
+        service = _RUNNING.get("service")
+        if status and status[0] in REJECTED and service is not None:
+            with contextlib.suppress(Exception):
+                body = b"".join(asked) if size[0] <= MAX_REJECTED_BODY else b""
+                record = rejection_record(
+                    DEPLOYMENT, CONFIG.data.id_column, status[0], body, b"".join(answered)
+                )
+                service.log.append([record])
 
 
 @bentoml.asgi_app(Starlette(routes=[Route("/metadata", _metadata)]), path="/")
@@ -152,6 +207,9 @@ class ReleaseRisk:
         }
         self.log = PredictionLog(LOG_DIR, max_bytes=LOG_MAX_BYTES)
         self.scorer = Scorer(CONFIG, DEPLOYMENT, self.loaded, self.log.append)
+        self._reported = (0, 0)  # the log's dropped records and failed writes, last recorded
+        self._reported_at = time.monotonic()
+        self._reporting = threading.Lock()
         _RUNNING["service"] = self
         # The models and everything imported live as long as the worker: keep them out of the
         # garbage collector's full passes, which otherwise walk ~300,000 objects (~0.2 s, on the
@@ -172,7 +230,34 @@ class ReleaseRisk:
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=2 * MAX_RECORDS, max_latency_ms=3000)
     def predict(self, records: Records) -> Answers:
         """Score release records; one answer per record, in order."""
-        return self.scorer.predict(records)
+        answers = self.scorer.predict(records)
+        self.record_losses()
+        return answers
+
+    def record_losses(self, now: bool = False) -> None:
+        """Log what the log lost since it last said so (records dropped, writes failed) as a
+        record of its own, ``log_stats``; at most every LOSS_REPORT_SECONDS unless ``now``."""
+        log, started = self.log, time.monotonic()
+        lost = (log.dropped, log.errors)
+        due = now or started - self._reported_at >= LOSS_REPORT_SECONDS
+        if lost == self._reported or not due:
+            return
+        if not self._reporting.acquire(blocking=False):
+            return
+        try:
+            dropped, errors = (a - b for a, b in zip(lost, self._reported, strict=True))
+            record = {
+                "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "environment": DEPLOYMENT.environment,
+                "model": DEPLOYMENT.model,
+                "model_version": DEPLOYMENT.stable_version,
+                "log_stats": {"dropped": dropped, "write_errors": errors},
+            }
+            log.append([record])
+            if log.dropped == lost[0]:  # written, or about to be: not lost itself
+                self._reported, self._reported_at = lost, started
+        finally:
+            self._reporting.release()
 
     def metadata(self) -> dict[str, Any]:
         """What this instance serves; ``GET /metadata``."""
@@ -193,7 +278,10 @@ class ReleaseRisk:
 
     @bentoml.on_shutdown
     def close(self) -> None:
+        self.record_losses(now=True)
         self.log.close()
 
 
+# The first added is the outermost: LogRejections sees JsonOnly's 415s too.
+ReleaseRisk.add_asgi_middleware(LogRejections)
 ReleaseRisk.add_asgi_middleware(JsonOnly)

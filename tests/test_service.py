@@ -35,11 +35,13 @@ from slipway.propose.contract import prepare, read_dataset
 from slipway.serve.prediction_log import PredictionLog
 from slipway.serve.server import LOOPBACK, free_port
 from slipway.serve.service import (
+    MAX_REJECTION_ERRORS,
     Deployment,
     Prediction,
     Scorer,
     example_record,
     record_model,
+    rejection_record,
     route,
 )
 from slipway.serve.smoke import records_from_frame
@@ -82,6 +84,20 @@ VIOLATIONS = [
     ("coverage out of range", {"test_coverage": 140}, "test_coverage"),
     ("unknown field", {"owner": "me"}, "owner"),
 ]
+# The rule each violation breaks, as a rejected request's log record names it.
+REASONS = {
+    "missing required field": "missing",
+    "unknown category": "enum",
+    "below min": "out_of_range",
+    "above max": "out_of_range",
+    "int given a fraction": "type",
+    "number given as text": "type",
+    "bool is not a number": "type",
+    "not a date": "type",
+    "empty id": "length",
+    "coverage out of range": "out_of_range",
+    "unknown field": "unknown_field",
+}
 
 
 @pytest.mark.parametrize(("case", "change", "field"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
@@ -391,6 +407,115 @@ def test_log_drops_a_batch_that_does_not_fit_and_counts_its_records(tmp_path):
     assert [r["i"] for r in _lines(tmp_path)] == list(range(100))
 
 
+# --- what the log keeps of a rejected request -------------------------------------------------
+
+DEPLOYED = Deployment("staging", "release-risk", "3")
+
+
+def _rejected(asked: Any, answered: Any, status: int = 400) -> dict:
+    encode = lambda body: body if isinstance(body, bytes) else json.dumps(body).encode()  # noqa: E731
+    return rejection_record(DEPLOYED, "release_id", status, encode(asked), encode(answered))
+
+
+def test_a_rejection_names_each_field_its_rule_and_the_value_sent():
+    asked = {"records": [VALID, {**VALID, "release_id": "REL-9", "team": "billing"}]}
+    answered = {
+        "error": "1 validation error",
+        "detail": [
+            {"loc": ["records", 1, "team"], "msg": "Input should be...", "type": "literal_error"}
+        ],
+    }
+    record = _rejected(asked, answered)
+    assert record["errors"] == [{"field": "records.1.team", "reason": "enum", "value": '"billing"'}]
+    assert (record["release_id"], record["records"], record["status"]) == ("REL-9", 2, 400)
+    assert record["rejected"] is True and record["more_errors"] == 0
+    assert (record["environment"], record["model"], record["model_version"]) == (
+        "staging",
+        "release-risk",
+        "3",
+    )
+    assert record["timestamp"].endswith("+00:00")
+
+
+@pytest.mark.parametrize(
+    ("asked", "answered", "errors", "records"),
+    [
+        (
+            "not json",
+            {"detail": [{"loc": ["body"], "type": "json_invalid"}]},
+            [("body", "json", None)],
+            None,
+        ),
+        (
+            {"records": "x"},
+            {"detail": [{"loc": ["records"], "type": "list_type"}]},
+            [("records", "type", '"x"')],
+            None,
+        ),
+        (
+            {"records": [{}]},
+            {"detail": [{"loc": ["records", 0, "team"], "type": "missing"}]},
+            [("records.0.team", "missing", None)],
+            1,
+        ),
+        (
+            {"records": [VALID]},
+            [{"error": "no such thing"}],
+            [("", "invalid", '"no such thing"')],
+            1,
+        ),
+        ({"records": [VALID]}, b"<html>oops</html>", [], 1),
+        ({"records": [VALID]}, {"detail": "not a list"}, [], 1),
+        (
+            {"records": [{**VALID, "x": "y" * 500}]},
+            {"detail": [{"loc": ["records", 0, "x"], "type": "extra_forbidden"}]},
+            [("records.0.x", "unknown_field", '"' + "y" * 38 + "…")],
+            1,
+        ),
+    ],
+    ids=[
+        "body not JSON",
+        "records not a list",
+        "missing field",
+        "error without a location",
+        "answer not JSON",
+        "detail not a list",
+        "long value cut",
+    ],
+)
+def test_a_rejection_record_is_built_whatever_the_bodies_hold(asked, answered, errors, records):
+    record = _rejected(asked, answered)
+    assert [(e["field"], e["reason"], e["value"]) for e in record["errors"]] == errors
+    assert record["records"] == records
+    json.dumps(record)  # the log writes it as one JSON line
+
+
+def test_a_rejection_keeps_the_first_errors_and_counts_the_rest():
+    asked = {"records": [{**VALID, "team": f"t{i}"} for i in range(50)]}
+    detail = [{"loc": ["records", i, "team"], "type": "literal_error"} for i in range(50)]
+    record = _rejected(asked, {"detail": detail})
+    assert len(record["errors"]) == MAX_REJECTION_ERRORS
+    assert record["more_errors"] == 50 - MAX_REJECTION_ERRORS
+    assert record["release_id"] == "REL-1"
+
+
+def test_a_media_type_rejection_names_the_type_sent():
+    answered = {
+        "detail": [
+            {
+                "loc": ["headers", "content-type"],
+                "type": "unsupported_media_type",
+                "input": "text/plain",
+            }
+        ]
+    }
+    record = _rejected(b"", answered, 415)
+    assert record["errors"] == [
+        {"field": "headers.content-type", "reason": "media_type", "value": '"text/plain"'}
+    ]
+    assert (record["status"], record["records"], record["release_id"]) == (415, None, None)
+
+
 # --- the service, with models trained on a real registry -------------------------------------
 
 
@@ -490,6 +615,12 @@ def _flushed_log(served) -> list[dict]:
     return _lines(served.logs)
 
 
+def _last_rejection(served) -> dict:
+    rejected = [r for r in _flushed_log(served) if r.get("rejected")]
+    assert rejected, "no rejected request logged"
+    return rejected[-1]
+
+
 def test_probes_and_metadata(stable):
     assert stable.client.get("/healthz").status_code == 200
     assert stable.client.get("/readyz").status_code == 200
@@ -539,24 +670,39 @@ def test_each_contract_violation_is_a_400_naming_the_field(stable, case, change,
     detail = response.json()["detail"]
     assert [d["loc"] for d in detail] == [["records", 1, field]]
     assert detail[0]["msg"]
+    # ... and the log keeps it: which field, which rule, the value sent
+    logged = _last_rejection(stable)
+    assert [(e["field"], e["reason"]) for e in logged["errors"]] == [
+        (f"records.1.{field}", REASONS[case])
+    ]
+    sent = record.get(field)
+    assert logged["errors"][0]["value"] == (None if sent is None else json.dumps(sent))
+    assert (logged["status"], logged["records"], logged["release_id"]) == (
+        400,
+        2,
+        record.get("release_id"),
+    )
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "reason", "logged", "records"),
     [
-        (b"{not json", "json_invalid"),
-        (b"", "missing"),
-        (b'{"records": []}', "too_short"),
-        (json.dumps({"records": [VALID] * 1001}).encode(), "too_long"),
-        (b"[1, 2]", "model_type"),
+        (b"{not json", "json_invalid", "json", None),
+        (b"", "missing", "missing", None),
+        (b'{"records": []}', "too_short", "length", 0),
+        (json.dumps({"records": [VALID] * 1001}).encode(), "too_long", "length", 1001),
+        (b"[1, 2]", "model_type", "type", None),
     ],
 )
-def test_malformed_bodies_are_400s(stable, body, reason):
+def test_malformed_bodies_are_400s(stable, body, reason, logged, records):
     response = stable.client.post(
         "/predict", content=body, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400
     assert reason in response.text
+    rejection = _last_rejection(stable)
+    assert [e["reason"] for e in rejection["errors"]] == [logged]
+    assert (rejection["records"], rejection["release_id"]) == (records, None)
 
 
 @pytest.mark.parametrize(
@@ -568,6 +714,43 @@ def test_a_body_that_is_not_json_is_a_415(stable, media):
     response = stable.client.post("/predict", content=body, headers={"Content-Type": media})
     assert response.status_code == 415
     assert response.json()["detail"][0]["loc"] == ["headers", "content-type"]
+    logged = _last_rejection(stable)
+    assert logged["status"] == 415
+    assert logged["errors"] == [
+        {"field": "headers.content-type", "reason": "media_type", "value": json.dumps(media)}
+    ]
+
+
+def test_only_rejected_requests_leave_rejection_records(stable):
+    before = len(_flushed_log(stable))
+    assert stable.client.post("/predict", json={"records": [VALID]}).status_code == 200
+    assert stable.client.get("/metadata").status_code == 200
+    assert (
+        stable.client.post(
+            "/predict", json={"records": [{**VALID, "team": "ml-infra"}]}
+        ).status_code
+        == 400
+    )
+    logged = _flushed_log(stable)[before:]
+    assert [bool(r.get("rejected")) for r in logged] == [False, True]
+    assert logged[1]["errors"] == [
+        {"field": "records.0.team", "reason": "enum", "value": '"ml-infra"'}
+    ]
+
+
+def test_the_log_records_what_it_dropped_once(stable):
+    service = stable.module._RUNNING["service"]
+    before = len(_flushed_log(stable))
+    service.record_losses(now=True)  # nothing lost yet: nothing to say
+    assert len(_flushed_log(stable)) == before
+    service.log.dropped += 7  # as a full queue would
+    service.record_losses(now=True)
+    service.record_losses(now=True)
+    (stats,) = _flushed_log(stable)[before:]
+    assert stats["log_stats"] == {"dropped": 7, "write_errors": 0}
+    assert (stats["environment"], stats["model"]) == ("staging", "release-risk")
+    service.log.dropped -= 7
+    service._reported = (service.log.dropped, service.log.errors)
 
 
 def test_missing_coverage_is_imputed_over_http(stable):
@@ -581,9 +764,12 @@ def test_prediction_log_has_one_record_per_prediction(trained, stable):
     records = trained.records[:37]
     for chunk in (records[:1], records[1:10], records[10:]):
         assert stable.client.post("/predict", json={"records": chunk}).status_code == 200
-    stable.client.post("/predict", json={"records": [{**VALID, "team": "nope"}]})  # not logged
+    stable.client.post("/predict", json={"records": [{**VALID, "team": "nope"}]})  # rejected
     logged = _flushed_log(stable)[before:]
+    (rejected,) = [r for r in logged if r.get("rejected")]
+    logged = [r for r in logged if not r.get("rejected")]
     assert [r["release_id"] for r in logged] == [r["release_id"] for r in records]
+    assert rejected["errors"] == [{"field": "records.0.team", "reason": "enum", "value": '"nope"'}]
     first = logged[0]
     assert set(first) >= {"timestamp", "environment", "model_version", "route", "request_id"}
     assert first["latency_ms"] > 0 and "error" not in first
@@ -719,6 +905,8 @@ def test_real_server_serves_smokes_and_stops(trained, capsys):
             response = _post(url, {"records": [{**VALID, **change}]})
             assert response.status_code == 400 and field in response.text
         assert _post(url, {"records": "x"}).status_code == 400
+        text = requests.post(f"{url}/predict", data=b"{}", headers={"Content-Type": "text/csv"})
+        assert text.status_code == 415
 
         assert main(["smoke", url, *args, "--max-p95-ms", "2000"]) == 0
         smoke = json.loads((trained.root / "out-real" / "smoke.json").read_text())
@@ -726,12 +914,23 @@ def test_real_server_serves_smokes_and_stops(trained, capsys):
         assert {c["check"] for c in smoke["checks"]} >= {"answers", "latency", "readyz"}
         deadline = time.monotonic() + 10
         logs = trained.root / "state" / "predictions" / "staging"
-        while len(_lines(logs)) < len(records) + 40:  # the smoke's 20 records and 20 calls
+        # the smoke's 20 records and 20 calls; 6 rejected requests here, 1 in the smoke test
+        while len(_lines(logs)) < len(records) + 40 + 7:
             assert time.monotonic() < deadline, "the prediction log stays behind"
             time.sleep(0.1)
         # The smoke test's predictions are logged, and marked so: readers of traffic skip them.
-        marked = [r for r in _lines(logs) if r["release_id"].startswith("slipway-smoke:")]
-        assert len(marked) == 40 and len(_lines(logs)) == len(records) + 40
+        served = [r for r in _lines(logs) if not r.get("rejected")]
+        marked = [r for r in served if r["release_id"].startswith("slipway-smoke:")]
+        assert len(marked) == 40 and len(served) == len(records) + 40
+        # The requests the service rejected are logged too, one record each, naming the field.
+        rejected = [r for r in _lines(logs) if r.get("rejected")]
+        assert [(r["status"], r["errors"][0]["field"]) for r in rejected] == [
+            *((400, f"records.0.{field}") for _case, _change, field in VIOLATIONS[:4]),
+            (400, "records"),
+            (415, "headers.content-type"),
+            (400, "records.0.__unknown__"),  # the smoke test checks that bad input is refused
+        ]
+        assert rejected[-1]["release_id"].startswith("slipway-smoke:")
     finally:
         assert main(["serve", "staging", "--stop"]) == 0
     with pytest.raises(requests.ConnectionError):

@@ -2,7 +2,8 @@
 
 - :func:`record_model` generates the request schema from the data contract in slipway.yaml;
 - :func:`route` sends a stable share of release ids to a canary;
-- :class:`Scorer` scores records with the stable (and candidate) model and builds the answers.
+- :class:`Scorer` scores records with the stable (and candidate) model and builds the answers;
+- :func:`rejection_record` is what the log keeps of a request the service rejected.
 
 Probabilities are computed by :mod:`slipway.probabilities`, the prediction log is
 :mod:`slipway.serve.prediction_log`, and :mod:`slipway.serve.smoke` checks a running service.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +31,26 @@ from slipway.probabilities import fixed_threshold, probability_function
 
 MAX_ID_LENGTH = 200
 ROUTE_BUCKETS = 10_000
+REJECTED = frozenset({400, 415})  # what a rejected request is answered
+MAX_REJECTED_BODY = 1 << 20  # request bodies read back for a rejection record, at most
+MAX_REJECTION_ERRORS = 20
+MAX_VALUE_CHARS = 40
+# pydantic's error types, as the rule a rejected field broke
+REASONS = {
+    "literal_error": "enum",
+    "enum": "enum",
+    "missing": "missing",
+    "extra_forbidden": "unknown_field",
+    **dict.fromkeys(
+        ["greater_than", "greater_than_equal", "less_than", "less_than_equal"], "out_of_range"
+    ),
+    **dict.fromkeys(["string_too_short", "string_too_long", "too_short", "too_long"], "length"),
+    **dict.fromkeys(["int_type", "int_from_float", "float_type", "string_type"], "type"),
+    **dict.fromkeys(["bool_type", "model_type", "list_type", "dict_type"], "type"),
+    **dict.fromkeys(["date_type", "date_parsing", "date_from_datetime_parsing"], "type"),
+    "json_invalid": "json",
+    "unsupported_media_type": "media_type",
+}
 
 
 class _Record(BaseModel):
@@ -342,3 +364,72 @@ def _probe_rows(config: ModelConfig) -> list[dict[str, Any]]:
             if bound is not None:
                 rows.append({**example, name: bound})
     return rows
+
+
+def rejection_record(
+    deployment: Deployment, id_column: str, status: int, asked: bytes, answered: bytes
+) -> dict[str, Any]:
+    """The log record of one request answered ``status`` (400 or 415): each error's field
+    (``records.0.team``), the rule it broke (``enum``, ``missing``, ``out_of_range``, ``type``…;
+    see ``REASONS``) and the value sent, shortened; the release id of the first record named,
+    and how many records the request held, when its body ``asked`` is readable JSON."""
+    body: Any = None
+    if len(asked) <= MAX_REJECTED_BODY:
+        with contextlib.suppress(ValueError):
+            body = json.loads(asked)
+    records = body.get("records") if isinstance(body, dict) else None
+    try:
+        answer = json.loads(answered)
+    except ValueError:
+        answer = None
+    details = answer.get("detail") if isinstance(answer, dict) else answer
+    errors, release_id = [], None
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict):
+            continue
+        loc = detail.get("loc") if isinstance(detail.get("loc"), list) else []
+        reason = str(detail.get("type") or ("invalid" if detail.get("error") else "unknown"))
+        value = detail.get("input", _at(body, loc) if loc else detail.get("error", _ABSENT))
+        errors.append(
+            {
+                "field": ".".join(map(str, loc)),
+                "reason": REASONS.get(reason, reason),
+                "value": None if value is _ABSENT else _short(value),
+            }
+        )
+        if release_id is None and len(loc) > 1 and loc[0] == "records":
+            named = _at(body, ["records", loc[1], id_column])
+            release_id = named[:MAX_ID_LENGTH] if isinstance(named, str) else None
+    return {
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        "environment": deployment.environment,
+        "model": deployment.model,
+        "model_version": deployment.stable_version,
+        "rejected": True,
+        "status": status,
+        "errors": errors[:MAX_REJECTION_ERRORS],
+        "more_errors": max(0, len(errors) - MAX_REJECTION_ERRORS),
+        "records": len(records) if isinstance(records, list) else None,
+        "release_id": release_id,
+    }
+
+
+_ABSENT = object()
+
+
+def _at(body: Any, loc: Sequence[Any]) -> Any:
+    """What ``body`` holds at ``loc`` (keys and list indices), or ``_ABSENT``."""
+    for key in loc:
+        if not isinstance(body, dict | list):
+            return _ABSENT
+        try:
+            body = body[key]
+        except (KeyError, IndexError, TypeError):
+            return _ABSENT
+    return body
+
+
+def _short(value: Any) -> str:
+    """``value`` as JSON, cut to ``MAX_VALUE_CHARS``."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"

@@ -156,6 +156,7 @@ def test_a_rotated_log_reads_back_exactly_what_was_served(served_log):
     counts = window.counts
     assert (counts.read, counts.used, counts.not_served, counts.malformed) == (900, 600, 300, 0)
     assert counts.files == len(list(directory.glob("*.jsonl"))) and _balanced(counts)
+    assert sum(len(c) for c in window) == 600 and window.counts == counts  # read again
 
 
 def test_only_the_versions_asked_for_are_used(served_log):
@@ -367,6 +368,17 @@ def test_parquet_with_structs_or_flat_columns_reads_as_json_lines(tmp_path):
     expected = np.array([r["features"]["test_coverage"] for r in rows[:30]], dtype=np.float64)
     np.testing.assert_array_equal(_all(chunks, "test_coverage"), np.tile(expected, 3))
     assert (counts.files, counts.used, counts.other_model) == (3, 90, 3)
+
+
+def test_parquet_times_without_a_zone_are_utc_and_unreadable_ones_malformed(tmp_path):
+    rows = [_record(i, T0) for i in range(3)]
+    rows[0]["timestamp"] = "2026-11-01T12:30:00"
+    rows[1]["timestamp"] = "the day before"
+    pq.write_table(_frame(rows), tmp_path / "log.parquet")
+    chunks, counts = _window(tmp_path / "log.parquet")
+    assert list(_all(chunks, "release_id")) == ["REL-0", "REL-2"]
+    assert _all(chunks, "timestamp")[0] == np.datetime64("2026-11-01T12:30:00.000")
+    assert (counts.malformed, counts.used) == (1, 2)
 
 
 def test_a_parquet_file_without_log_columns_is_an_error_naming_it(tmp_path):

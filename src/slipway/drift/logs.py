@@ -124,7 +124,8 @@ class Counts:
 
 @dataclass
 class LogWindow:
-    """The chunks of one window, iterated once; :attr:`counts` is complete when it ends."""
+    """The chunks of one window; :attr:`counts` is complete when an iteration ends (another
+    iteration reads the log again and counts afresh)."""
 
     files: list[tuple[pafs.FileSystem, pafs.FileInfo]]
     skipped: int
@@ -139,6 +140,7 @@ class LogWindow:
         self.counts = Counts(files=len(self.files), files_skipped=self.skipped)
 
     def __iter__(self) -> Iterator[Chunk]:
+        self.__post_init__()
         pending: list[pa.Table] = []
         waiting = 0
         next_report = self.progress_every

@@ -49,6 +49,10 @@ class ReportError(SlipwayError):
     """The JSON outputs a report is rendered from are unreadable or not Slipway's."""
 
 
+class DriftError(SlipwayError):
+    """A drift check cannot run: a version has no reference profile, or not the one stored."""
+
+
 class PromotionError(SlipwayError):
     """A version may not be promoted (not gated, not packaged); no manifest was changed."""
 

@@ -81,9 +81,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
     # Reads over REST; MLflow loads in the child meanwhile, for the champion and the tags.
     registry = RestReads(default_tracking_uri(), lambda: registry_of(in_child=True), eager=True)
     try:
-        from slipway.propose.gate import run_gate
+        from slipway.pipeline import record_gate, training_rows
+        from slipway.propose.gate import evaluate
 
-        document = run_gate(config_of(args), registry, args.out, args.version, progress)
+        config = config_of(args)
+        candidate, judgement = evaluate(config, registry, args.out, args.version, progress)
+        trained_on = candidate.tags.get("slipway.data_digest")
+        rows = training_rows(config, candidate, trained_on)
+        document = record_gate(config, registry, args.out, candidate, judgement, rows, progress)
     finally:
         registry.close()
     for g in document["gates"]:

@@ -15,6 +15,7 @@ import pandas as pd
 from slipway.config import ModelConfig
 from slipway.errors import ConfigError
 from slipway.fsutil import read_json, write_json
+from slipway.probabilities import fixed_threshold
 from slipway.progress import Progress
 from slipway.propose import gate_rules
 from slipway.propose.contract import prepare, read_dataset
@@ -98,7 +99,8 @@ def load_champion(config: ModelConfig, registry: Registry) -> Champion | None:
 
 @dataclass(frozen=True)
 class Judgement:
-    """Everything the gate decided about a candidate model, before it is recorded."""
+    """Everything the gate decided about a candidate model, before it is recorded, and the
+    candidate's eval-set scores (for its reference profile)."""
 
     status: str
     verdicts: list[gate_rules.Verdict]
@@ -109,6 +111,9 @@ class Judgement:
     champion_metrics: dict[str, Any] | None
     champion_teams: dict[str, dict]
     eval: dict[str, Any]
+    probabilities: np.ndarray  # the candidate's, per eval row
+    labels: np.ndarray  # 0/1 per eval row
+    threshold: float | None  # the candidate's decision threshold, when it has a fixed one
 
 
 def judge(
@@ -192,6 +197,9 @@ def judge(
         champion_metrics=champ_metrics,
         champion_teams=champ_teams,
         eval={"rows": len(y), "positives": int(y.sum()), "sha256": digests["eval"]},
+        probabilities=cand.proba,
+        labels=y,
+        threshold=fixed_threshold(model),
     )
 
 
@@ -201,8 +209,13 @@ def record(
     out_dir: Path,
     candidate: ModelRef,
     judgement: Judgement,
+    profile: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Log the eval metrics to the candidate's run, tag it with the verdict, write ``gate.json``."""
+    """Log the eval metrics to the candidate's run, tag it with the verdict, write ``gate.json``.
+
+    ``profile`` (the artifact and SHA-256 of the candidate's reference profile) is named in
+    ``gate.json`` when given.
+    """
     verdicts, champion = judgement.verdicts, judgement.champion
     document = {
         "schema": SCHEMA,
@@ -219,6 +232,7 @@ def record(
             else None
         ),
         "eval": judgement.eval,
+        **({"profile": profile} if profile is not None else {}),
         "bootstrap": {
             "resamples": config.gates.regression.resamples,
             "confidence": config.gates.regression.confidence,
@@ -245,14 +259,15 @@ def record(
     return document
 
 
-def run_gate(
+def evaluate(
     config: ModelConfig,
     registry: Registry,
     out_dir: Path,
     version: str | None = None,
     progress: Progress = lambda _message: None,
-) -> dict[str, Any]:
-    """Evaluate, judge, tag the candidate with the verdict and write ``gate.json``."""
+) -> tuple[ModelRef, Judgement]:
+    """Load the candidate (the copy ``train`` left, else from the registry) and judge it
+    against the champion; :func:`record` records the judgement."""
     digests = check_lock(config)
     candidate = registry.get(config.name, candidate_version(out_dir, version))
     with ThreadPoolExecutor(1, thread_name_prefix="champion") as pool:
@@ -264,4 +279,4 @@ def run_gate(
         else:
             progress(f"using {out_dir / MODEL_COPY_DIR}: v{candidate.version}'s registered bytes")
         judgement = judge(config, model, champion.result, digests, progress)
-    return record(config, registry, out_dir, candidate, judgement)
+    return candidate, judgement

@@ -130,6 +130,36 @@ class Canary(_Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
+class Persistence(_Strict):
+    """``drifted`` needs the condition in ``k`` of the last ``n`` windows."""
+
+    k: int = Field(default=2, ge=1)
+    n: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> Persistence:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) is more than n ({self.n}): no window count reaches it")
+        return self
+
+
+class Drift(_Strict):
+    """How ``slipway drift ENV`` judges the prediction log against a version's profile."""
+
+    window_days: float = Field(default=1.0, gt=0)  # one window: this many days of the log
+    persistence: Persistence = Persistence()
+    psi_tolerance: float = Field(default=0.2, gt=0)  # PSI interval's low end above it: drifted
+    fdr: float = Field(default=0.05, gt=0, lt=1)  # Benjamini-Hochberg false discovery rate
+    min_rows: int = Field(default=200, ge=1)  # fewer rows in a window: inconclusive
+    prediction_tolerance: float = Field(default=0.10, ge=0, le=1)  # high-risk share, absolute
+    performance_tolerance: float = Field(default=0.05, ge=0, le=1)  # metric drop, absolute
+    quality_tolerance: float = Field(default=0.05, ge=0, le=1)  # null/range rate rise, absolute
+    labels: Path | None = None  # delayed labels: a CSV/JSONL file or a directory of them
+    log: str | None = None  # the prediction log: a path or a URI; None: the environment's
+    max_age_days: int | None = Field(default=90, ge=1)  # retrain on schedule past this age
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
 class ModelConfig(_Strict):
     """Everything Slipway knows about one model project."""
 
@@ -146,6 +176,7 @@ class ModelConfig(_Strict):
     training: Training = Training()
     gates: Gates = Gates()
     canary: Canary = Canary()
+    drift: Drift = Drift()
     root: Path = Path()
 
     @model_validator(mode="after")

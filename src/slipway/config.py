@@ -56,6 +56,14 @@ class Bounds(_Strict):
     max: float = 1.0
 
 
+class DataSource(_Strict):
+    """Where fresh labelled rows come from when the labelled prediction log cannot fill a new
+    training window (``slipway retrain-pr``): a command that writes CSV files in the contract's
+    columns into the directory ``{out}``; ``{since}`` and ``{until}`` are the dates it covers."""
+
+    command: list[str] = Field(min_length=1)
+
+
 class DataConfig(_Strict):
     train: Path
     eval: Path
@@ -65,6 +73,7 @@ class DataConfig(_Strict):
     min_rows: int = Field(default=100, ge=1)
     max_age_days: int | None = Field(default=None, ge=1)
     label_balance: Bounds = Bounds(min=0.05, max=0.95)
+    source: DataSource | None = None
 
 
 class Target(_Strict):

@@ -230,6 +230,15 @@ class GitHub(RepositoryContent):
             params["base"] = base
         return next(iter(self.paginate(self._repo("/pulls"), params)), None)
 
+    def closed_pull_requests(self, head: str, base: str | None = None) -> list[dict]:
+        """The closed pull requests (merged or not: ``merged_at``) from branch ``head`` of this
+        repository, newest first."""
+        params = {"head": f"{self.repo.split('/')[0]}:{head}", "state": "closed"}
+        if base:
+            params["base"] = base
+        found = list(self.paginate(self._repo("/pulls"), params))
+        return sorted(found, key=lambda pull: -int(pull["number"]))
+
     def upsert_pull_request(self, head: str, base: str, title: str, body: str) -> dict:
         """Open a pull request from the fixed branch ``head``, or update the one already open.
 

@@ -16,6 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,10 @@ class Registry(ABC):
     @abstractmethod
     def get(self, name: str, version: str) -> ModelRef:
         """One version; :class:`RegistryError` when it does not exist."""
+
+    @abstractmethod
+    def created_at(self, name: str, version: str) -> datetime:
+        """When ``version`` was registered (UTC); :class:`RegistryError` when it does not exist."""
 
     @abstractmethod
     def alias(self, name: str, alias: str) -> ModelRef | None:
@@ -387,6 +392,16 @@ class MlflowRegistry(Registry):
                 "run `slipway train` first, or check MLFLOW_TRACKING_URI",
             ) from exc
         return ModelRef(name, str(found.version), found.run_id, dict(found.tags))
+
+    def created_at(self, name: str, version: str) -> datetime:
+        try:
+            found = self._client.get_model_version(name, str(version))
+        except self._mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(
+                f"model {name} has no version {version} in {self.tracking_uri}",
+                "check the version the manifest names, or MLFLOW_TRACKING_URI",
+            ) from exc
+        return datetime.fromtimestamp(int(found.creation_timestamp) / 1000, UTC)
 
     def alias(self, name: str, alias: str) -> ModelRef | None:
         try:

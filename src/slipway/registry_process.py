@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -148,6 +149,9 @@ class ProcessRegistry(Registry):
 
     def get(self, name: str, version: str) -> ModelRef:
         return self._call("get", name, version)
+
+    def created_at(self, name: str, version: str) -> datetime:
+        return self._call("created_at", name, version)
 
     def alias(self, name: str, alias: str) -> ModelRef | None:
         return self._call("alias", name, alias)

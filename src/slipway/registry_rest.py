@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from slipway.registry import PREFLIGHT_TIMEOUT_S, ModelRef, Registry
@@ -43,6 +44,16 @@ class RestReads(Registry):
         if found is None or found.version != str(version):
             return self._full().get(name, version)
         return found
+
+    def created_at(self, name: str, version: str) -> datetime:
+        answer = _rest_get(self.tracking_uri, "model-versions/get", name=name, version=version)
+        try:
+            found = answer[1]["model_version"]  # type: ignore[index]
+            if answer[0] == 200 and found["name"] == name and str(found["version"]) == str(version):
+                return datetime.fromtimestamp(int(found["creation_timestamp"]) / 1000, UTC)
+        except (KeyError, TypeError, IndexError, ValueError):
+            pass
+        return self._full().created_at(name, version)
 
     def alias(self, name: str, alias: str) -> ModelRef | None:
         answer = _rest_get(self.tracking_uri, "registered-models/alias", name=name, alias=alias)

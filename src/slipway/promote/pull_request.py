@@ -1,9 +1,11 @@
-"""The bot pull request that carries a manifest change: one fixed branch per purpose.
+"""The bot pull request that carries a change (a manifest, or new training data): one fixed
+branch per purpose.
 
-The branch ``slipway/promote-ENV`` (or ``slipway/rollback-ENV``) is reset to the base and the
-manifest committed on it through the REST API; the one open pull request from it is opened or
-updated, never a second. A branch holding a commit the bot did not make is a person's now: it
-is not pushed over, and the pull request gets a comment with the new evidence instead.
+The branch ``slipway/promote-ENV`` (or ``slipway/rollback-ENV``; ``slipway/retrain`` for new
+training data) is reset to the base and the files committed on it through the REST API, one
+commit per file; the one open pull request from it is opened or updated, never a second. A
+branch holding a commit the bot did not make is a person's now: it is not pushed over, and the
+pull request gets a comment with the new evidence instead.
 """
 
 from __future__ import annotations
@@ -92,6 +94,21 @@ def open_or_update(
     reviewers: list[str],
 ) -> dict[str, Any]:
     """Commit ``text`` to ``path`` on ``branch`` and open or update its one pull request."""
+    return open_or_update_files(github, branch, base, {path: text}, title, text_body, reviewers)
+
+
+def open_or_update_files(
+    github: GitHub,
+    branch: str,
+    base: str,
+    files: dict[str, str],
+    title: str,
+    text_body: str,
+    reviewers: list[str],
+) -> dict[str, Any]:
+    """Commit ``files`` (path → text) on ``branch``, one bot commit per file on top of
+    ``base``, and open or update its one pull request. One file's commit is titled ``title``;
+    of several, each commit's title names its file too."""
     github.ensure_branch(branch, base)
     people = [c for c in github.branch_commits(branch, base) if not _is_bot(c)]
     existing = github.find_pull_request(branch, base)
@@ -111,8 +128,9 @@ def open_or_update(
             "pushed": False,
             "reason": f"the branch holds commits by {who}",
         }
-    github.reset_branch(branch, _sha_of(github, base))  # one bot commit on top of base
-    github.put_file(branch, path, text, title)
+    github.reset_branch(branch, _sha_of(github, base))  # one bot commit per file on top of base
+    for path, text in files.items():
+        github.put_file(branch, path, text, title if len(files) == 1 else f"{title}: {path}")
     pull = github.upsert_pull_request(branch, base, title, text_body)
     result = {**pull, "pushed": True, "reviewers": [], "reviewers_error": None}
     users = [r for r in reviewers if "/" not in r]  # org/team owners: CODEOWNERS asks them

@@ -288,6 +288,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "retrain-pr",
+        parents=[common],
+        help="open the one retrain pull request when drift or age calls for it",
+        description="Retrain when the drift report (--drift) says drifted, or when the "
+        "version environments/ENV.yaml names was registered more than drift.max_age_days ago; "
+        "otherwise say why not and exit 0. Builds the new training window (the labelled "
+        "prediction log, the data source when the log holds too few new releases, and the "
+        "current data, merged by date), validates and locks it in OUT/retrain/, and carries "
+        "it with the evidence to ONE pull request on slipway/retrain (updated, never "
+        "duplicated; never pushed over a person's commits; not reopened after it was closed "
+        "unmerged on the same evidence). Without GITHUB_TOKEN and GITHUB_REPOSITORY the body "
+        "goes to OUT/retrain-pr.md. Exit 1 when the new window breaks the data contract.",
+    )
+    p.add_argument(
+        "--drift",
+        type=Path,
+        metavar="PATH",
+        help="the drift report of `slipway drift ENV` (default: OUT/drift.json; when that is "
+        "missing only the age is judged)",
+    )
+    p.add_argument(
+        "--environment",
+        default="production",
+        metavar="ENV",
+        help="environment whose drift and version are judged (default: %(default)s)",
+    )
+    p.add_argument(
+        "--base",
+        default="main",
+        metavar="REF",
+        help="base branch of the retrain pull request (default: %(default)s)",
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="also write the new train, eval and lock over the model project's (local use)",
+    )
+    _environments_option(p)
+
+    p = sub.add_parser(
         "demo",
         parents=[common],
         help="the whole lifecycle on sample data",

@@ -265,6 +265,15 @@ def test_an_old_production_version_is_retrained_without_drift(setup, github, mon
     assert "### Drift evidence" not in pull["body"]
 
 
+def test_without_a_drift_report_only_the_age_is_judged(setup, github, monkeypatch):
+    (setup["out"] / "drift.json").unlink()
+    monkeypatch.setattr(retrain, "clock", lambda: datetime.now(UTC) + timedelta(days=91))
+    assert retrain_pr(setup) == 0
+    [pull] = _pulls(github)
+    assert pull["title"] == "Retrain release-risk: production v1 is 91 days old"
+    assert "not a trigger: no drift report at" in pull["body"]
+
+
 def test_neither_drift_nor_age_opens_nothing(setup, github, capsys):
     write_drift(setup["out"], {**DRIFTED, "status": "inconclusive", "triggers": []})
     assert retrain_pr(setup) == 0

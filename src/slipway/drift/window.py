@@ -62,14 +62,14 @@ def labels_path(config: ModelConfig) -> Path | None:
 
 
 def read_current(config: ModelConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The locked train and eval sets as text, one frame, and what they hold."""
+    """The locked train and eval sets as text, one frame, and their rows and digests."""
     digests = check_lock(config)
-    frames = []
+    frames, rows = [], {}
     for split, path in split_paths(config).items():
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         frames.append(frame.assign(**{_ORIGIN: "current"}))
-        digests[f"{split}_rows"] = len(frame)  # type: ignore[assignment]
-    return pd.concat(frames, ignore_index=True), digests
+        rows[split] = len(frame)
+    return pd.concat(frames, ignore_index=True), {"rows": rows, "sha256": digests}
 
 
 def read_labels(config: ModelConfig, path: Path | None) -> tuple[dict[str, str], dict[str, Any]]:
@@ -234,7 +234,7 @@ def build(
     known = set(current[config.data.id_column])
     fresh = log[~log[config.data.id_column].isin(known)]
     unknown = len(set(labels) - known - set(log[config.data.id_column]))
-    eval_rows = int(before["eval_rows"])
+    eval_rows = before["rows"]["eval"]
     fresh, sourced = _add_source(config, current, fresh, eval_rows, out_dir, now, progress)
     if fresh.empty:
         raise DataError(
@@ -266,10 +266,7 @@ def build(
             "train": _describe(config, train, lock["files"]["train"]["sha256"]),
             "eval": _describe(config, evaluation, lock["files"]["eval"]["sha256"]),
         },
-        "previous": {
-            "rows": {"train": int(before["train_rows"]), "eval": eval_rows},
-            "sha256": {"train": before["train"], "eval": before["eval"]},
-        },
+        "previous": before,
         "from": {
             "current": int(origins.get("current", 0)),
             "log": int(origins.get("log", 0)),

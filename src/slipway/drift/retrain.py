@@ -77,17 +77,15 @@ def decide(
     """The triggers that hold, and for those that do not, why not."""
     triggers: list[dict[str, Any]] = []
     not_triggered: list[str] = []
-    if drift is None:
-        not_triggered.append(f"no drift report at {drift_path}: drift not considered")
-    elif drift.get("environment") not in (None, environment) or drift.get("model") not in (
-        None,
-        config.name,
-    ):
+    about = (config.name, environment)
+    if drift is not None and (drift.get("model"), drift.get("environment")) != about:
         raise DriftError(
             f"{drift_path} is the report of {drift.get('model')} in {drift.get('environment')}, "
             f"not {config.name} in {environment}",
             f"run `slipway drift {environment}` for this model",
         )
+    if drift is None:
+        not_triggered.append(f"no drift report at {drift_path}: drift not considered")
     elif drift.get("status") == "drifted":
         window = drift.get("window") or {}
         triggers.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from slipway import __version__
@@ -276,6 +276,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
     p = sub.add_parser(
+        "drift",
+        parents=[common],
+        help="judge an environment's traffic against its versions' reference profiles",
+        description="Read the prediction log of the versions environments/ENV.yaml serves, "
+        "over the last n windows (drift.persistence in slipway.yaml), join the delayed labels, "
+        "and judge against each version's reference profile: data drift per feature (PSI with "
+        "its interval, KS or chi-square, Benjamini-Hochberg), prediction drift, realised and "
+        "estimated performance, data quality. Writes OUT/drift.json, drift.md and drift.html. "
+        "Exit 0 no_drift or inconclusive, 1 drifted (in k of the n windows), 2 error (e.g. a "
+        "version without a reference profile).",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument(
+        "--since",
+        type=moment,
+        metavar="TIME",
+        help="start of the current window, an ISO date or time, UTC unless it names a zone "
+        "(default: --until minus drift.window_days); every window is as long",
+    )
+    p.add_argument(
+        "--until", type=moment, metavar="TIME", help="end of the current window (default: now)"
+    )
+    p.add_argument(
+        "--days",
+        type=float,
+        metavar="N",
+        help="length of each window in days (default: drift.window_days)",
+    )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        metavar="PATH",
+        help="delayed labels: a CSV or JSONL file, or a directory of them, with release_id, "
+        "high_risk and labelled_at (default: drift.labels; none: performance is not judged)",
+    )
+    p.add_argument(
+        "--log",
+        metavar="SOURCE",
+        help="the prediction log: a directory, a file, or a URI such as s3://bucket/prefix "
+        "(default: drift.log, else the environment's log directory)",
+    )
+    p.add_argument("--json", action="store_true", help="print the document as JSON")
+    _environments_option(p)
+
+    p = sub.add_parser(
         "pr",
         parents=[common, params],
         help="validate, train, gate, package and report",
@@ -339,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
         "with its own registry and servers under OUT/ (gitops/, state/); stops every server.",
     )
     return parser
+
+
+def moment(text: str) -> datetime:
+    """An ISO date or time as an aware datetime; one without a zone is UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date or time (e.g. 2026-11-04 or 2026-11-04T12:00:00Z)"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _version_option(parser: argparse.ArgumentParser, verb: str) -> None:

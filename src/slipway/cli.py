@@ -12,6 +12,7 @@ import os
 import sys
 
 from slipway.arguments import build_parser
+from slipway.commands.drift import cmd_drift
 from slipway.commands.drift_retrain import cmd_retrain_pr
 from slipway.commands.promote import (
     cmd_canary_report,
@@ -52,6 +53,7 @@ COMMANDS = {
     "canary-report": cmd_canary_report,
     "history": cmd_history,
     "status": cmd_status,
+    "drift": cmd_drift,
     "retrain-pr": cmd_retrain_pr,
     "pr": cmd_pr,
     "demo": cmd_demo,

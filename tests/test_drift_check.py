@@ -44,7 +44,7 @@ from slipway.drift.labels import read_labels
 from slipway.drift.logs import Chunk
 from slipway.drift.profile import PROFILE_TAG, build_profile
 from slipway.drift.report import render_markdown, write_reports
-from slipway.drift.statistics import ks_statistic
+from slipway.drift.statistics import chi_square, ks_statistic, psi
 from slipway.drift.tally import (
     Reference,
     Tally,
@@ -373,6 +373,9 @@ def test_unchanged_traffic_is_no_drift(tmp_path, profile):
     assert abs(estimated["value"] - profile["metrics"]["accuracy"]) < 0.05
     assert document["labels"]["matched"] == 1200 and document["labels"]["unmatched"] == 0
     assert document["records"]["used"] == 1200
+    assert list(document["quality"]["imputed_rate"]) == ["test_coverage"]  # nulls: impute
+    assert set(document["quality"]["null_rate"]) == set(document["features"])
+    assert not any("no delayed labels" in note for note in document["notes"])
 
 
 def test_a_shifted_feature_in_two_of_three_windows_is_drifted(tmp_path, profile):
@@ -387,6 +390,8 @@ def test_a_shifted_feature_in_two_of_three_windows_is_drifted(tmp_path, profile)
     assert shifted["adjusted_pvalue"] < 0.05 and shifted["adjusted_pvalue"] >= shifted["pvalue"]
     assert {f["status"] for n, f in document["features"].items() if n != "code_changes"} == {STABLE}
     assert document["windows"][1]["psi"]["code_changes"] > 0.2
+    assert document["performance"] == {"labelled": 0, "metrics": {}}  # no labels: not judged
+    assert any("no delayed labels" in note for note in document["notes"])
 
 
 def test_one_drifted_window_of_three_is_reported_but_not_drift(tmp_path, profile):
@@ -414,6 +419,8 @@ def test_min_rows_predictions_are_enough_to_judge(tmp_path, profile, rows, expec
     assert coverage["rows"] == rows
     assert (coverage["adjusted_pvalue"] is None) == (expected == INCONCLUSIVE)
     assert document["prediction"]["status"] == (STABLE if rows == 200 else INCONCLUSIVE)
+    noted = sum("fewer than min_rows" in note for note in document["notes"])
+    assert noted == (3 if rows == 199 else 0)
 
 
 def test_a_record_belongs_to_the_window_its_time_falls_in(tmp_path, profile):
@@ -491,6 +498,8 @@ def test_the_estimate_sees_a_drop_in_confidence_before_labels(tmp_path, profile)
     estimated = document["estimated"]["metrics"]["accuracy"]
     assert estimated["status"] == DRIFTED and estimated["value"] < 0.7
     assert "estimated:accuracy" in document["windows"][-1]["triggers"]
+    assert document["prediction"]["status"] == DRIFTED  # all high-risk, against about half
+    assert "prediction" in document["windows"][-1]["triggers"]
 
 
 def test_a_miscalibrated_profile_maps_probabilities_through_its_bins(profile):
@@ -509,7 +518,8 @@ def test_a_tally_counts_nulls_ranges_unseen_categories_and_labels(profile):
     tally = Tally(reference)
     n = 5
     features = {name: np.full(n, 10.0) for name in CONFIG.features}
-    features["code_changes"] = np.array([-1.0, 200_000.0, 5.0, np.nan, 7.0])
+    features["code_changes"] = np.array([-1.0, 200_000.0, 0.0, np.nan, 7.0])  # min 0: in
+    features["files_modified"] = np.array([5000.0, 5001.0, 1.0, 1.0, 9999.0])  # max 5000
     features["team"] = np.array(["payments", "ml-infra", None, "search", "ml-infra"], dtype=object)
     chunk = Chunk(
         features=features,
@@ -521,16 +531,24 @@ def test_a_tally_counts_nulls_ranges_unseen_categories_and_labels(profile):
     )
     matched: set[str] = set()
     picked = np.array([True, True, True, True, False])
-    tally.add(chunk, picked, {"R0": True, "R1": True, "R2": False, "R9": True}, matched)
+    labels = {"R0": True, "R1": True, "R2": False, "R3": True, "R9": True}
+    tally.add(chunk, picked, labels, matched)
     assert (tally.rows, tally.high_risk) == (4, 2)
     assert tally.nulls["code_changes"] == 1 and tally.outside["code_changes"] == 2
+    assert tally.outside["files_modified"] == 1 and tally.nulls["files_modified"] == 0
     assert tally.bins["code_changes"].sum() == 3 and tally.cells["code_changes"].sum() == 3
     assert tally.nulls["team"] == 1 and tally.outside["team"] == 1
     assert tally.bins["team"].tolist() == [1, 1, 0, 0, 0, 1]  # the last cell: unseen
-    assert tally.confusion.tolist() == [1, 1, 1, 0]  # R0 tp, R2 fp, R1 fn
-    assert matched == {"R0", "R1", "R2"}
+    assert tally.confusion.tolist() == [1, 1, 2, 0]  # R0 tp, R2 fp, R1 and R3 fn
+    assert matched == {"R0", "R1", "R2", "R3"}
     window = judge(tally, CONFIG.drift, labelled=True)
-    assert window["features"]["team"]["unseen"] == 1
+    team = window["features"]["team"]
+    assert team["unseen"] == 1 and team["rows"] == 3
+    reference_counts = profile["features"]["team"]["counts"]
+    current = [1, 1, 0, 0, 0, 1]
+    assert team["psi"] == psi([*reference_counts, 0], current)  # unseen: a cell of its own
+    assert (team["statistic"], team["pvalue"]) == chi_square(reference_counts, current)
+    assert team["pvalue"] < chi_square(reference_counts, current[:-1])[1]
     assert window["quality"]["out_of_range_rate"]["code_changes"]["value"] == 0.5
     assert window["quality"]["null_rate"]["team"]["value"] == 0.25
     assert window["status"] == INCONCLUSIVE  # 4 predictions
@@ -545,6 +563,7 @@ def test_labels_from_a_directory_with_every_kind_of_bad_row(tmp_path):
     (folder / "a.csv").write_text(
         "release_id,high_risk,labelled_at\n"
         "A,1,2026-11-01\nB,0,\nC,,\nD,1,2026-12-01T00:00:00Z\nE,true,\nF,1.0,\nG,1,\nG,0,\n"
+        "L,1,2026-11-04T00:00:00Z\n"  # given at the window's end: not known within it
         "J,1,not a time\n"
     )
     _write(
@@ -560,8 +579,8 @@ def test_labels_from_a_directory_with_every_kind_of_bad_row(tmp_path):
     (folder / "notes.txt").write_text("ignored")
     labels = read_labels(folder, "release_id", "high_risk", 1, UNTIL)
     assert labels.values == {"A": True, "B": False, "E": True, "F": True, "H": True, "K": False}
-    assert labels.files == 2 and labels.rows == 14
-    assert (labels.unlabelled, labels.later, labels.conflicting, labels.malformed) == (1, 1, 1, 4)
+    assert labels.files == 2 and labels.rows == 15
+    assert (labels.unlabelled, labels.later, labels.conflicting, labels.malformed) == (1, 2, 1, 4)
     assert labels.to_dict()["labels"] == 6
     with pytest.raises(DataError, match="no labels at"):
         read_labels(tmp_path / "missing", "release_id", "high_risk", 1, UNTIL)
@@ -581,6 +600,14 @@ def test_bad_input_is_named_and_counted(tmp_path, profile):
         {**good[0], "model": "fraud-score"},
         {**good[1], "model_version": "7"},
         {**good[2], "release_id": f"{SMOKE_ID_PREFIX}1"},
+        {**good[3], "environment": "staging"},
+        {**good[4], "output": None, "error": "ValueError: broken"},
+        {
+            "timestamp": at,
+            "environment": "production",
+            "model": "release-risk",
+            "log_stats": {"dropped": 5, "write_errors": 1},
+        },
         _rejected("billing"),
     ]
     _write(tmp_path / "log" / "predictions.jsonl", lines)
@@ -592,7 +619,12 @@ def test_bad_input_is_named_and_counted(tmp_path, profile):
     assert (records["smoke"], records["rejected"], records["used"]) == (1, 1, 600)
     notes = "\n".join(document["notes"])
     assert "2 log lines could not be read" in notes
+    assert "1 records of another environment than production" in notes
+    assert "1 predictions failed in scoring" in notes
+    assert "the service's log dropped 5 records" in notes and "1 writes of the service" in notes
+    assert document["quality"]["dropped"] == 5
     assert "1 records of another model than release-risk" in notes
+    assert "another model's log?" not in notes  # most of it is this model's
     assert "v1: no predictions from 2026-11-01T00:00:00Z to 2026-11-02T00:00:00Z" in notes
     assert "1 labels name release ids no prediction in the windows has" in notes
     assert "NOBODY" in notes and document["labels"]["unmatched_ids"] == ["NOBODY"]

@@ -40,7 +40,7 @@ def ks_cells(unique: np.ndarray, values: np.ndarray) -> np.ndarray:
     ``unique[j]``. Counts add up over chunks."""
     m = unique.size
     below = np.searchsorted(unique, values, side="left")
-    equal = (below < m) & (unique[np.minimum(below, m - 1)] == values)
+    equal = unique[np.minimum(below, m - 1)] == values  # past the last value: never equal
     return np.bincount(2 * below + equal, minlength=2 * m + 1)
 
 

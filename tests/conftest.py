@@ -101,3 +101,21 @@ def checked_emulator(openapi) -> Iterator[Emulator]:
 def emulator(openapi):
     """A fresh emulator per test."""
     yield from checked_emulator(openapi)
+
+
+@pytest.fixture
+def versions(registry):
+    """Register versions of release-risk carrying ``tags`` (say, those gate and package leave),
+    each from its own run; returns the version number as a string."""
+    client = registry._client
+    client.create_registered_model("release-risk")
+    experiment = client.create_experiment("versions")
+
+    def add(**tags: str) -> str:
+        run = client.create_run(experiment)
+        found = client.create_model_version(
+            "release-risk", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags
+        )
+        return str(found.version)
+
+    return add

@@ -80,7 +80,8 @@ def test_workflows_grant_per_job_with_timeouts_and_no_persisted_credentials(path
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_every_workflow_is_in_the_readme(path):
-    assert f"- **`.github/workflows/{path.name}`**" in README, f"README has no entry for {path.name}"
+    entry = f"- **`.github/workflows/{path.name}`**"
+    assert entry in README, f"README has no entry for {path.name}"
 
 
 @pytest.mark.parametrize("path", ACTIONS, ids=lambda p: p.parent.name)

@@ -751,23 +751,6 @@ def test_render_shows_the_figures_the_limits_and_the_verdict(served_log, tmp_pat
 # --- finishing and aborting: the manifest rewrites ---------------------------------------
 
 
-@pytest.fixture
-def versions(registry):
-    """Register versions of release-risk with the tags gate and package leave."""
-    client = registry._client
-    client.create_registered_model("release-risk")
-    experiment = client.create_experiment("canary")
-
-    def add(**tags: str) -> str:
-        run = client.create_run(experiment)
-        found = client.create_model_version(
-            "release-risk", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags
-        )
-        return str(found.version)
-
-    return add
-
-
 def _changed(before: str, after: str) -> list[str]:
     return [b for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
 

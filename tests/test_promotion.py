@@ -40,23 +40,6 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-@pytest.fixture
-def versions(registry):
-    """Register versions of release-risk with the tags gate and package leave."""
-    client = registry._client
-    client.create_registered_model("release-risk")
-    experiment = client.create_experiment("promotion")
-
-    def add(**tags: str) -> str:
-        run = client.create_run(experiment)
-        found = client.create_model_version(
-            "release-risk", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags
-        )
-        return str(found.version)
-
-    return add
-
-
 def _promote(repo: Path, *args: str) -> int:
     return main(["promote", *args, "--environments", str(repo / "environments")])
 

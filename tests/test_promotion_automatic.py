@@ -46,22 +46,6 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-@pytest.fixture
-def versions(registry):
-    client = registry._client
-    client.create_registered_model("release-risk")
-    experiment = client.create_experiment("promotion")
-
-    def add(**tags: str) -> str:
-        run = client.create_run(experiment)
-        found = client.create_model_version(
-            "release-risk", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags
-        )
-        return str(found.version)
-
-    return add
-
-
 def _gated(**tags: str) -> dict[str, str]:
     return {checks.GATE_TAG: "pass", checks.DIGEST_TAG: DIGEST, **tags}
 

@@ -119,3 +119,14 @@ def versions(registry):
         return str(found.version)
 
     return add
+
+
+@pytest.fixture
+def github(emulator, monkeypatch):
+    """The emulator as the repository the GitHub context variables name, with its token."""
+    from github_emulator import TOKEN
+
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_REPOSITORY", emulator.repo)
+    monkeypatch.setenv("GITHUB_API_URL", emulator.url)
+    return emulator

@@ -1030,16 +1030,6 @@ def test_cli_without_a_canary_says_so_and_exits_0(cli, capsys):
     assert cli.manifest.read_bytes() == before and not (cli.out / "canary.json").exists()
 
 
-@pytest.fixture
-def github(emulator, monkeypatch):
-    from github_emulator import TOKEN
-
-    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
-    monkeypatch.setenv("GITHUB_REPOSITORY", emulator.repo)
-    monkeypatch.setenv("GITHUB_API_URL", emulator.url)
-    return emulator
-
-
 def test_cli_finish_opens_the_pull_request_on_the_canary_branch(cli, github):
     _write_log(cli.logs, {"stable": 800, "canary": 800})
     assert main(["canary-report", "staging", *cli.args, "--apply"]) == 0

@@ -317,16 +317,6 @@ def test_rollback_needs_a_version_that_deployed_well(repo, versions, capsys):
     assert f"version: {good}" in (repo / "environments" / "staging.yaml").read_text()
 
 
-@pytest.fixture
-def github(emulator, monkeypatch):
-    from github_emulator import TOKEN
-
-    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
-    monkeypatch.setenv("GITHUB_REPOSITORY", emulator.repo)
-    monkeypatch.setenv("GITHUB_API_URL", emulator.url)
-    return emulator
-
-
 def _open_pulls(gh, branch: str) -> list[dict]:
     return [p for p in gh.pulls.values() if p["state"] == "open" and p["head"]["ref"] == branch]
 

@@ -51,7 +51,9 @@ from slipway.drift.tally import (
     expected_metrics,
     ks_cells,
     ks_from_cells,
+    outside_count,
     realised_metrics,
+    sorted_ks_cells,
 )
 from slipway.errors import DataError
 from slipway.intervals import wilson, z_value
@@ -225,6 +227,45 @@ def test_ks_from_cells_is_the_two_sample_ks_distance_in_chunks(seed):
     assert _ks(gaussian, continuous, 5) == pytest.approx(
         stats.ks_2samp(gaussian, continuous).statistic, abs=1e-9
     )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sorted_ks_cells_count_as_searching_each_value(seed):
+    rng = np.random.default_rng(seed)
+    unique = np.unique(rng.integers(0, 40, 200).astype(float))
+    current = np.concatenate(
+        [
+            rng.integers(-10, 50, 2000).astype(float),  # ties, and values outside the reference
+            rng.normal(20, 15, 500),  # between the reference values
+            unique[[0, -1]],  # its ends
+            np.full(rng.integers(0, 30), np.nan),
+        ]
+    )
+    rng.shuffle(current)
+    ordered = np.sort(current)
+    expected = ks_cells(unique, current)  # NaN: in the last cell, as above everything
+    assert sorted_ks_cells(unique, ordered).tolist() == expected.tolist()
+    present = current[~np.isnan(current)]
+    found = sorted_ks_cells(unique, ordered[: present.size])
+    assert found.tolist() == ks_cells(unique, present).tolist()
+    assert found.sum() == present.size
+
+
+def test_sorted_ks_cells_of_nothing_and_of_one_reference_value():
+    assert sorted_ks_cells(np.array([1.0, 2.0]), np.array([])).tolist() == [0] * 5
+    assert sorted_ks_cells(np.array([2.0]), np.array([1.0, 2.0, 2.0, 3.0])).tolist() == [1, 2, 1]
+
+
+@pytest.mark.parametrize(("low", "high"), [(None, None), (0.0, None), (None, 30.0), (0.0, 30.0)])
+def test_outside_count_counts_values_past_either_bound(low, high):
+    rng = np.random.default_rng(3)
+    values = rng.integers(-5, 36, 1000).astype(float)  # ties on both bounds
+    outside = np.zeros(values.size, dtype=bool)
+    if low is not None:
+        outside |= values < low
+    if high is not None:
+        outside |= values > high
+    assert outside_count(np.sort(values), low, high) == int(outside.sum())
 
 
 # --- performance with labels and without --------------------------------------------------------

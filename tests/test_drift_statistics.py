@@ -18,8 +18,11 @@ from slipway.drift.statistics import (
     chi_square,
     ks_pvalue,
     ks_statistic,
+    per_category,
     psi,
     psi_interval,
+    sorted_bin_counts,
+    text_counts,
 )
 
 # --- bins --------------------------------------------------------------------------------------
@@ -41,6 +44,72 @@ def test_category_counts_keep_the_reference_order_and_count_the_unseen():
     assert category_counts(["a", "b", "c"], ["b", "a", "b", "z", "y"]) == ([1, 2, 0], 2)
     assert category_counts(["a", "b"], []) == ([0, 0], 0)
     assert category_counts([0, 1], [1, "1", 0, 2]) == ([1, 2], 1)  # compared as text
+
+
+@pytest.mark.parametrize(
+    "edges",
+    [
+        [0.0, 1.0, 2.0, 4.0],
+        [-3.0, 0.0, 0.0, 2.5, 9.0],  # an empty bin between equal edges
+        [3.0, 3.0],  # one bin
+        [0.0, 10.0],
+    ],
+)
+@pytest.mark.parametrize("seed", range(3))
+def test_sorted_bin_counts_count_as_binning_each_value(edges, seed):
+    rng = np.random.default_rng(seed)
+    values = np.concatenate(
+        [
+            rng.integers(-6, 12, 400).astype(float),  # on the edges, and past both ends
+            rng.normal(2, 4, 300),
+            np.full(rng.integers(0, 20), np.nan),  # in the last bin, as bin_index puts them
+        ]
+    )
+    rng.shuffle(values)
+    assert sorted_bin_counts(edges, np.sort(values)).tolist() == bin_counts(edges, values).tolist()
+    present = np.sort(values[~np.isnan(values)])
+    assert sorted_bin_counts(edges, present).tolist() == bin_counts(edges, present).tolist()
+
+
+def test_sorted_bin_counts_of_nothing():
+    assert sorted_bin_counts([0.0, 1.0, 2.0], np.array([])).tolist() == [0, 0]
+
+
+def _text_counts_one_by_one(values):
+    counted = {}
+    for value in values:
+        text = None if value is None else str(value)
+        counted[text] = counted.get(text, 0) + 1
+    return counted
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["b", "a", "b", None, "z", None],
+        [1, "1", 1.0, True, 0, None, "None"],  # equal in Python, not as text
+        np.array(["x", None, "y", "x"], dtype=object).tolist(),
+        [],
+    ],
+)
+def test_text_counts_count_each_text_and_keep_none_apart(values):
+    assert dict(text_counts(values)) == _text_counts_one_by_one(values)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_category_counts_by_hashing_equal_those_by_sorting_the_text(seed):
+    rng = np.random.default_rng(seed)
+    pool = np.array(["alpha", "beta", "gamma", "new", None, "None"], dtype=object)
+    values = pool[rng.integers(0, pool.size, 5000)].tolist()
+    categories = ["gamma", "alpha", "beta", "None", "absent"]
+    found, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
+    by_name = dict(zip(found.tolist(), counts.tolist(), strict=True))
+    known = [by_name.pop(category, 0) for category in categories]
+    assert category_counts(categories, values) == (known, sum(by_name.values()))
+
+
+def test_per_category_counts_a_repeated_category_once():
+    assert per_category(["a", "a", "b"], {"a": 2, "b": 1, "c": 4}) == ([2, 0, 1], 4)
 
 
 # --- Kolmogorov-Smirnov ------------------------------------------------------------------------

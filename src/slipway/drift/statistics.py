@@ -1,6 +1,7 @@
 """The drift statistics: each a small pure function of counts or samples, pinned in tests.
 
-- binning on a reference profile's bins: :func:`bin_counts`, :func:`category_counts`;
+- binning on a reference profile's bins: :func:`bin_counts` (:func:`sorted_bin_counts` for
+  values already sorted: a search per edge, not per value), :func:`category_counts`;
 - numeric features: the exact two-sample Kolmogorov-Smirnov distance :func:`ks_statistic`
   (against the profile's sorted training values) and its p-value :func:`ks_pvalue`;
 - categorical features: :func:`chi_square`, a test of homogeneity with unseen categories as
@@ -18,6 +19,7 @@ distribution), imported when called: importing ``scipy.stats`` costs about a sec
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -41,13 +43,43 @@ def bin_counts(edges: Sequence[float], values: np.ndarray) -> np.ndarray:
     return np.bincount(bin_index(edges, values), minlength=len(edges) - 1)
 
 
+def sorted_bin_counts(edges: Sequence[float], ordered: np.ndarray) -> np.ndarray:
+    """:func:`bin_counts` of ``ordered``, values sorted ascending (NaN last, as ``np.sort``
+    leaves them): each inner edge is searched in the values, and a bin's count is the
+    difference of its edges' positions."""
+    inner = np.asarray(edges, dtype=np.float64)[1:-1]
+    below = np.searchsorted(ordered, inner, side="left")  # values below each inner edge
+    return np.diff(below, prepend=0, append=len(ordered))
+
+
 def category_counts(categories: Sequence[str], values: Sequence[object]) -> tuple[list[int], int]:
     """Counts of ``values`` per category, in ``categories``' order, and how many values are
-    none of them (unseen)."""
-    found, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
-    by_name = dict(zip(found.tolist(), counts.tolist(), strict=True))
-    known = [by_name.pop(str(category), 0) for category in categories]
-    return known, sum(by_name.values())
+    none of them (unseen). Values and categories are compared as text (``str``)."""
+    counted = text_counts(values)
+    if None in counted:
+        counted["None"] += counted.pop(None)  # as text, None reads "None"
+    return per_category(categories, counted)
+
+
+def text_counts(values: Sequence[object]) -> Counter:
+    """How many of ``values`` read as each text (``str``), None (a null) kept as None.
+
+    By hashing: while every value is text or None (as the log's categories are), they are
+    counted as they are, with no conversion and no sort; any other value (1, 1.0 and True
+    hash alike but read differently) makes it count their text instead.
+    """
+    counted = Counter(values)
+    if all(value is None or isinstance(value, str) for value in counted):
+        return counted
+    return Counter(None if value is None else str(value) for value in values)
+
+
+def per_category(categories: Sequence[str], counted: Mapping[str, int]) -> tuple[list[int], int]:
+    """``counted`` (text → count) per category, in ``categories``' order, and the rest's total
+    (unseen)."""
+    rest = dict(counted)
+    known = [int(rest.pop(str(category), 0)) for category in categories]
+    return known, int(sum(rest.values()))
 
 
 def ks_statistic(reference_sorted: np.ndarray, current: np.ndarray) -> float:

@@ -20,11 +20,13 @@ from slipway.drift.logs import Chunk
 from slipway.drift.statistics import (
     bin_counts,
     bin_index,
-    category_counts,
     chi_square,
     ks_pvalue,
+    per_category,
     psi,
     psi_interval,
+    sorted_bin_counts,
+    text_counts,
 )
 from slipway.intervals import wilson, z_value
 
@@ -42,6 +44,24 @@ def ks_cells(unique: np.ndarray, values: np.ndarray) -> np.ndarray:
     below = np.searchsorted(unique, values, side="left")
     equal = unique[np.minimum(below, m - 1)] == values  # past the last value: never equal
     return np.bincount(2 * below + equal, minlength=2 * m + 1)
+
+
+def sorted_ks_cells(unique: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """:func:`ks_cells` of ``ordered``, values sorted ascending (NaN last, as ``np.sort``
+    leaves them): each reference value is searched in the values, not each value in the
+    reference, and a cell's count is the difference of its ends' positions."""
+    below = np.searchsorted(ordered, unique, side="left")
+    through = np.searchsorted(ordered, unique, side="right")
+    ends = np.column_stack([below, through]).ravel()  # where cells 2 j and 2 j + 1 end
+    return np.diff(ends, prepend=0, append=len(ordered))
+
+
+def outside_count(ordered: np.ndarray, low: float | None, high: float | None) -> int:
+    """How many of ``ordered`` (sorted ascending, no NaN) are below ``low`` or above
+    ``high`` (None: no bound)."""
+    below = 0 if low is None else int(np.searchsorted(ordered, low, side="left"))
+    above = 0 if high is None else len(ordered) - int(np.searchsorted(ordered, high, side="right"))
+    return below + above
 
 
 def ks_from_cells(reference_cdf: np.ndarray, cells: np.ndarray) -> float:
@@ -184,23 +204,20 @@ class Tally:
         for name, spec in reference.features.items():
             values = chunk.features[name][picked]
             if spec["kind"] == "numeric":
-                present = values[~np.isnan(values)]
+                ordered = np.sort(values)  # once: then a search per reference value and edge
+                present = ordered[: np.searchsorted(ordered, np.nan)]  # NaN sorts last
                 low, high = reference.bounds[name]
-                outside = np.zeros(present.size, dtype=bool)
-                if low is not None:
-                    outside |= present < low
-                if high is not None:
-                    outside |= present > high
-                self.outside[name] += int(outside.sum())
+                self.outside[name] += outside_count(present, low, high)
                 if spec["edges"]:
-                    self.bins[name] += bin_counts(spec["edges"], present)
-                    self.cells[name] += ks_cells(reference.unique[name], present)
+                    self.bins[name] += sorted_bin_counts(spec["edges"], present)
+                    self.cells[name] += sorted_ks_cells(reference.unique[name], present)
+                self.nulls[name] += values.size - present.size
             else:
-                present = values[np.not_equal(values, None)]
-                known, unseen = category_counts(spec["categories"], present.tolist())
+                counted = text_counts(values.tolist())
+                self.nulls[name] += counted.pop(None, 0)
+                known, unseen = per_category(spec["categories"], counted)
                 self.bins[name] += np.array([*known, unseen], dtype=np.int64)
                 self.outside[name] += unseen
-            self.nulls[name] += values.size - present.size
         q = reference.expected_positive(probability)
         positive, negative = q[decision], q[~decision]
         self.expected += [

@@ -11,6 +11,7 @@ import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,7 +20,7 @@ from contract_helpers import simulator
 from slipway.cli import main
 from slipway.config import load_config
 from slipway.drift import retrain
-from slipway.drift.retrain_report import MARKER
+from slipway.drift.retrain_report import MARKER, nested
 from slipway.manifests import update_manifest
 from slipway.propose.datasets import check_lock
 
@@ -75,21 +76,23 @@ def setup(project: Path, tmp_path: Path, registry, monkeypatch):
     shutil.copytree(REPO / "environments", environments)
     client = registry._client
     client.create_registered_model("release-risk")
-    run = client.create_run(client.create_experiment("retrain"))
+    run = client.create_run(registry._experiment("retrain"))  # artifacts beside the database
     version = client.create_model_version(
         "release-risk", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
     ).version
     update_manifest(environments / "production.yaml", {"version": int(version), "digest": DIGEST})
     out = tmp_path / "out"
     state = {"project": project, "log": log, "environments": environments, "out": out}
-    state["version"] = str(version)
+    state["version"], state["run_id"] = str(version), run.info.run_id
     serve(state, rows=1600, seed=21)
     write_drift(out, DRIFTED)
     return state
 
 
-def serve(state: dict, rows: int, seed: int, **drift: float) -> pd.DataFrame:
-    """Log ``rows`` served predictions of simulated releases and label them all."""
+def serve(
+    state: dict, rows: int, seed: int, at: str = "2026-11-30T12:00:00", **drift: float
+) -> pd.DataFrame:
+    """Log ``rows`` served predictions of simulated releases at ``at`` and label them all."""
     frame = simulator().simulate(
         rows, seed=seed, end_date=date(2026, 11, 30), days=30, id_prefix="LIVE", **drift
     )
@@ -98,7 +101,7 @@ def serve(state: dict, rows: int, seed: int, **drift: float) -> pd.DataFrame:
         features = {k: (None if pd.isna(v) else v) for k, v in row.items() if k != "high_risk"}
         records.append(
             {
-                "timestamp": "2026-11-30T12:00:00.000+00:00",
+                "timestamp": f"{at}.000+00:00",
                 "environment": "production",
                 "model": "release-risk",
                 "model_version": state["version"],
@@ -145,14 +148,10 @@ def retrain_pr(state: dict, *args: str) -> int:
 
 
 @pytest.fixture
-def github(emulator, monkeypatch):
-    from github_emulator import TOKEN
-
-    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
-    monkeypatch.setenv("GITHUB_REPOSITORY", emulator.repo)
-    monkeypatch.setenv("GITHUB_API_URL", emulator.url)
-    emulator.collaborators |= {"qa-lead", "ml-platform"}
-    return emulator
+def github(github):
+    """conftest's emulator, where the model's owners may be asked to review."""
+    github.collaborators |= {"qa-lead", "ml-platform"}
+    return github
 
 
 def _pulls(gh, state: str = "open") -> list[dict]:
@@ -175,7 +174,9 @@ def test_drift_opens_one_pull_request_with_the_evidence_and_the_files(setup, git
     assert pull["title"] == "Retrain release-risk: drift in production"
     body = pull["body"]
     assert body.startswith(f"{MARKER} version={setup['version']} triggers=data:code_changes,")
-    assert "`data:code_changes`" in body and "| code_changes | drifted | 0.410 [0.330, 0.520]" in body
+    assert (
+        "`data:code_changes`" in body and "| code_changes | drifted | 0.410 [0.330, 0.520]" in body
+    )
     assert "1,600 labelled predictions from the production log" in body
     assert "not a trigger: v1 was registered 0 days ago" in body
     assert "pr.yml" in body and "closed without merging" in body
@@ -191,7 +192,9 @@ def test_drift_opens_one_pull_request_with_the_evidence_and_the_files(setup, git
         assert github.file(BRANCH, path) == Path(window["paths"][local]).read_text()
     commits = _branch_commits(github)
     assert len(commits) == 3 and all(c["login"] == "github-actions[bot]" for c in commits)
-    assert github.sent("POST", "/requested_reviewers") == [{"reviewers": ["qa-lead", "ml-platform"]}]
+    assert github.sent("POST", "/requested_reviewers") == [
+        {"reviewers": ["qa-lead", "ml-platform"]}
+    ]
     evaluation = pd.read_csv(window["paths"]["eval"])
     assert evaluation["release_id"].str.startswith("LIVE").all()  # the newest rows
     assert not evaluation["release_id"].str.startswith("slipway-smoke").any()
@@ -285,10 +288,17 @@ def test_neither_drift_nor_age_opens_nothing(setup, github, capsys):
 
 
 def test_without_a_token_the_pull_request_is_written_down(setup, capsys):
+    labels = setup["project"].parent / "data" / "labels"
+    (labels / "late.csv").write_text(
+        "release_id,high_risk,labelled_at\n"
+        "LIVE-21-000001,0,2026-12-01\nLIVE-21-000001,1,2026-12-01\nLIVE-21-000002,1,soon\n"
+    )  # one release labelled both ways, one row with no readable time
     assert retrain_pr(setup) == 0
     text = (setup["out"] / "retrain-pr.md").read_text()
     assert text.startswith("# Retrain release-risk: drift in production\n\n")
     assert "### The new training window" in text
+    assert "1,599 labels read" in text  # the release labelled both ways is left out
+    assert "2 left out: malformed, or a release labelled both ways" in text
     assert (setup["out"] / "retrain" / "data" / "train.csv").is_file()
     assert "retrain-pr.md" in capsys.readouterr().err
 
@@ -297,9 +307,11 @@ def test_write_puts_the_window_into_the_model_project(setup):
     assert retrain_pr(setup, "--write") == 0
     config = load_config(setup["project"])
     assert set(check_lock(config)) == {"train", "eval"}
-    assert pd.read_csv(setup["project"].parent / "data" / "eval.csv")["release_id"].str.startswith(
-        "LIVE"
-    ).all()
+    assert (
+        pd.read_csv(setup["project"].parent / "data" / "eval.csv")["release_id"]
+        .str.startswith("LIVE")
+        .all()
+    )
 
 
 def test_the_data_source_fills_in_when_the_log_holds_too_few(setup):
@@ -316,7 +328,17 @@ def test_the_data_source_fills_in_when_the_log_holds_too_few(setup):
 def test_a_window_that_breaks_the_contract_opens_nothing(setup, capsys):
     edit_config(
         setup["project"],
-        **{"data.source.command": ["python", "simulate.py", "--out", "{out}", "--seed", "9", "--new-team"]},
+        **{
+            "data.source.command": [
+                "python",
+                "simulate.py",
+                "--out",
+                "{out}",
+                "--seed",
+                "9",
+                "--new-team",
+            ]
+        },
     )
     for old in setup["log"].iterdir():
         old.unlink()
@@ -373,3 +395,39 @@ def test_a_drift_report_of_another_model_is_refused(setup, capsys):
 def test_an_explicit_drift_report_must_exist(setup, capsys):
     assert retrain_pr(setup, "--drift", str(setup["out"] / "missing.json")) == 2
     assert "run `slipway drift ENV` first" in capsys.readouterr().err
+
+
+def test_the_drift_checks_own_report_opens_the_pull_request(setup, registry, github):
+    """`slipway drift production` over drifted traffic, then `slipway retrain-pr` on its
+    drift.json and drift.md, as drift.yml runs them."""
+    from slipway.drift.profile import build_profile, store_profile
+    from slipway.registry import ModelRef
+
+    config = load_config(setup["project"])
+    train = pd.read_csv(setup["project"].parent / "data" / "train.csv")
+    rng = np.random.default_rng(1)
+    probabilities = rng.beta(0.3, 0.3, 2000)
+    labels = (rng.random(2000) < probabilities).astype(int)
+    metrics = {"accuracy": 0.86, "precision": 0.8, "recall": 0.85}
+    profile = build_profile(config, train, probabilities, labels, 0.5, metrics, setup["version"])
+    ref = ModelRef("release-risk", setup["version"], setup["run_id"])
+    store_profile(registry, ref, profile)
+    for old in setup["log"].iterdir():
+        old.unlink()
+    serve(setup, rows=900, seed=31, at="2026-11-29T12:00:00", shift=0.5)
+    serve(setup, rows=900, seed=32, at="2026-11-30T12:00:00", shift=0.5)
+    common = ["--config", str(setup["project"]), "--out", str(setup["out"])]
+    common += ["--environments", str(setup["environments"])]
+    assert main(["drift", "production", "--until", "2026-12-01T00:00:00+00:00", *common]) == 1
+    drift = json.loads((setup["out"] / "drift.json").read_text())
+    assert drift["status"] == "drifted" and "data:past_defects" in drift["triggers"]
+    assert retrain_pr(setup) == 0
+    [pull] = _pulls(github)
+    assert pull["title"] == "Retrain release-risk: drift in production"
+    assert "data:past_defects" in pull["body"].splitlines()[0]
+    summary = (setup["out"] / "drift.md").read_text()
+    assert summary.startswith("## ") and "\n### Features" in summary
+    evidence = nested(summary, 4)  # the check's own Markdown, charts and all, one level down
+    assert evidence.startswith("#### ") and "\n##### Features" in evidence
+    assert evidence in pull["body"] and "```mermaid" in pull["body"]
+    assert "1,800 labelled predictions from the production log" in pull["body"]

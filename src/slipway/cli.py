@@ -12,8 +12,7 @@ import os
 import sys
 
 from slipway.arguments import build_parser
-from slipway.commands.drift import cmd_drift
-from slipway.commands.drift_retrain import cmd_retrain_pr
+from slipway.commands.drift import cmd_drift, cmd_retrain_pr
 from slipway.commands.promote import (
     cmd_canary_report,
     cmd_deploy,

@@ -8,10 +8,12 @@ digests, where its rows came from) and what happens next.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MARKER = "<!-- slipway:retrain"  # hidden first line of the body: the evidence's fingerprint
 MAX_BODY = 65536  # GitHub's limit on a pull request's body
+_HEADING = re.compile(r"^(#{1,6}) ")
 CUT = "The full drift report is `drift.md` among the drift workflow run's artifacts."
 
 
@@ -43,12 +45,31 @@ def body(document: dict[str, Any], drift_markdown: str | None) -> str:
     ]
     drift = next((t for t in document["triggers"] if t["kind"] == "drift"), None)
     if drift is not None:
-        lines += ["### Drift evidence", "", (drift_markdown or "").strip(), ""]
+        lines += ["### Drift evidence", "", nested(drift_markdown or "", 4), ""]
     lines += [*_window_lines(document, window), *_next_lines(document)]
     text = "\n".join(lines) + "\n"
     if len(text) > MAX_BODY and drift_markdown not in (None, CUT):
         return body(document, CUT)
     return text
+
+
+def nested(markdown: str, top: int) -> str:
+    """``markdown`` with its headings moved so that its highest is level ``top`` (at most 6),
+    to sit under a section of the body; fenced code (Mermaid charts) is left alone."""
+    lines, fenced, levels = markdown.strip().splitlines(), False, []
+    for line in lines:
+        fenced = fenced != line.startswith("```")
+        if not fenced and (match := _HEADING.match(line)):
+            levels.append(len(match.group(1)))
+    shift = top - min(levels) if levels else 0
+    out, fenced = [], False
+    for line in lines:
+        fenced = fenced != line.startswith("```")
+        match = None if fenced else _HEADING.match(line)
+        if match:
+            line = "#" * min(len(match.group(1)) + shift, 6) + line[len(match.group(1)) :]
+        out.append(line)
+    return "\n".join(out)
 
 
 def _trigger_line(document: dict[str, Any], trigger: dict[str, Any]) -> str:
@@ -69,12 +90,14 @@ def _window_lines(document: dict[str, Any], window: dict[str, Any]) -> list[str]
     train, evaluation = window["splits"]["train"], window["splits"]["eval"]
     before = window["previous"]
     origin, log, labels = window["from"], window["log"], window["labels"]
+    bad = labels.get("malformed", 0) + labels.get("conflicting", 0)
+    left_out = f"; {bad:,} left out: malformed, or a release labelled both ways" if bad else ""
     rows = [
         f"- {origin['current']:,} kept from the current data (the {origin['left_out']:,} oldest "
         "left out)",
         f"- {origin['log']:,} labelled predictions from the {document['environment']} log "
-        f"(`{log.get('source')}`: {log.get('records', 0):,} records read; {labels['read']:,} "
-        f"labels read, {labels['unknown']:,} for releases the log does not hold)",
+        f"(`{log.get('source')}`: {log.get('records', 0):,} records read; {labels['labels']:,} "
+        f"labels read, {labels['unknown']:,} for releases the log does not hold{left_out})",
     ]
     ran = window["data_source"]
     if ran["command"]:

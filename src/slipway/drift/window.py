@@ -42,7 +42,6 @@ RULE = (
     "as many rows as the current data holds, the newest by (date, id); the newest of them, "
     "as many as the current eval set holds, are the eval set, the rest the training set"
 )
-LABEL_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
 SOURCE_TIMEOUT_S = 1800
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ORIGIN = "_slipway_origin"  # which of current, log, source a row came from
@@ -72,27 +71,22 @@ def read_current(config: ModelConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     return pd.concat(frames, ignore_index=True), {"rows": rows, "sha256": digests}
 
 
-def read_labels(config: ModelConfig, path: Path | None) -> tuple[dict[str, str], dict[str, Any]]:
-    """``id → target value`` (as the contract writes it) from the labels file or directory."""
-    from slipway.promote.rollout_log import read_labels as read_file
+def read_labels(
+    config: ModelConfig, path: Path | None, until: datetime
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """``id → target value`` (as the contract writes it) of the labels known before ``until``,
+    and how many were read and left out (:func:`slipway.drift.labels.read_labels`)."""
+    from slipway.drift.labels import read_labels as read_all
 
     if path is None or not path.exists():
-        where = "drift.labels is not set" if path is None else f"no labels at {path}"
-        return {}, {"path": str(path) if path else None, "files": 0, "read": 0, "note": where}
-    files = (
-        sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in LABEL_SUFFIXES)
-        if path.is_dir()
-        else [path]
+        where = "drift.labels is not set" if path is None else f"no labels at {path} yet"
+        return {}, {"source": str(path) if path else None, "labels": 0, "note": where}
+    found = read_all(
+        path, config.data.id_column, config.target.column, config.target.positive, until
     )
     positive, negative = str(config.target.positive), _negative(config)
-    labels: dict[str, str] = {}
-    for file in files:
-        found = read_file(file, config.data.id_column, config.target.column, positive)
-        for key, is_positive in found.items():
-            value = positive if is_positive else negative
-            if labels.setdefault(key, value) != value:
-                raise DataError(f"{path} labels {key} both ways", "keep one label per release")
-    return labels, {"path": str(path), "files": len(files), "read": len(labels)}
+    labels = {key: positive if value else negative for key, value in found.values.items()}
+    return labels, found.to_dict()
 
 
 def _negative(config: ModelConfig) -> str:
@@ -229,7 +223,7 @@ def build(
     validate and lock it; what it holds, for the pull request. :class:`DataError` when there is
     nothing new to train on."""
     current, before = read_current(config)
-    labels, labelled = read_labels(config, labels_path(config))
+    labels, labelled = read_labels(config, labels_path(config), now)
     log, logged = labelled_log(config, environment, labels, now, progress)
     known = set(current[config.data.id_column])
     fresh = log[~log[config.data.id_column].isin(known)]
@@ -239,7 +233,7 @@ def build(
     if fresh.empty:
         raise DataError(
             f"nothing new to retrain {config.name} on: the log holds no labelled prediction of a "
-            f"release the current data lacks ({labelled['read']:,} labels read)",
+            f"release the current data lacks ({labelled['labels']:,} labels read)",
             "deliver delayed labels where drift.labels points, or set data.source in slipway.yaml",
         )
     train, evaluation = merge(config, current, fresh, eval_rows)

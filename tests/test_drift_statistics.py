@@ -88,7 +88,8 @@ def _text_counts_one_by_one(values):
     [
         ["b", "a", "b", None, "z", None],
         [1, "1", 1.0, True, 0, None, "None"],  # equal in Python, not as text
-        np.array(["x", None, "y", "x"], dtype=object).tolist(),
+        np.array(["x", None, "y", "x"], dtype=object),
+        ["a", math.nan, None, "a"],  # NaN is text here ("nan"); only None is a null
         [],
     ],
 )

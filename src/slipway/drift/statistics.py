@@ -57,21 +57,29 @@ def category_counts(categories: Sequence[str], values: Sequence[object]) -> tupl
     none of them (unseen). Values and categories are compared as text (``str``)."""
     counted = text_counts(values)
     if None in counted:
-        counted["None"] += counted.pop(None)  # as text, None reads "None"
+        counted["None"] = counted.get("None", 0) + counted.pop(None)  # as text, None is "None"
     return per_category(categories, counted)
 
 
-def text_counts(values: Sequence[object]) -> Counter:
+def text_counts(values: Sequence[object] | np.ndarray) -> dict[str | None, int]:
     """How many of ``values`` read as each text (``str``), None (a null) kept as None.
 
-    By hashing: while every value is text or None (as the log's categories are), they are
-    counted as they are, with no conversion and no sort; any other value (1, 1.0 and True
-    hash alike but read differently) makes it count their text instead.
+    By hashing (``pandas.factorize``), with no conversion and no sort, while every value is
+    text or None, as the log's categories are; any other value (NaN, or 1, 1.0 and True,
+    which hash alike but read differently) makes it count each value's text instead.
     """
-    counted = Counter(values)
-    if all(value is None or isinstance(value, str) for value in counted):
+    from pandas import factorize  # deferred, as pandas costs a moment to import
+
+    values = np.asarray(values, dtype=object)
+    codes, uniques = factorize(values)  # code -1: None or NaN
+    counts = np.bincount(codes + 1, minlength=len(uniques) + 1).tolist()
+    nulls = values[codes < 0] if counts[0] else values[:0]
+    if all(isinstance(value, str) for value in uniques) and all(v is None for v in nulls):
+        counted: dict[str | None, int] = dict(zip(uniques.tolist(), counts[1:], strict=True))
+        if counts[0]:
+            counted[None] = counts[0]
         return counted
-    return Counter(None if value is None else str(value) for value in values)
+    return dict(Counter(None if value is None else str(value) for value in values))
 
 
 def per_category(categories: Sequence[str], counted: Mapping[str, int]) -> tuple[list[int], int]:

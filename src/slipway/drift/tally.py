@@ -18,7 +18,6 @@ import numpy as np
 from slipway.config import Drift, Impute, ModelConfig
 from slipway.drift.logs import Chunk
 from slipway.drift.statistics import (
-    bin_counts,
     bin_index,
     chi_square,
     ks_pvalue,
@@ -200,7 +199,7 @@ class Tally:
         self.rows += int(picked.sum())
         self.high_risk += int(decision.sum())
         edges = reference.profile["prediction"]["probability_edges"]
-        self.probability += bin_counts(edges, probability)
+        self.probability += sorted_bin_counts(edges, np.sort(probability))
         for name, spec in reference.features.items():
             values = chunk.features[name][picked]
             if spec["kind"] == "numeric":
@@ -213,7 +212,7 @@ class Tally:
                     self.cells[name] += sorted_ks_cells(reference.unique[name], present)
                 self.nulls[name] += values.size - present.size
             else:
-                counted = text_counts(values.tolist())
+                counted = text_counts(values)
                 self.nulls[name] += counted.pop(None, 0)
                 known, unseen = per_category(spec["categories"], counted)
                 self.bins[name] += np.array([*known, unseen], dtype=np.int64)

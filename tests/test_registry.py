@@ -56,6 +56,13 @@ def test_a_version_is_read_over_rest_without_the_full_registry(server, registere
     assert full.made == 0
 
 
+def test_a_versions_registration_time_is_read_over_rest_as_mlflow_has_it(server, registered):
+    full = _Full()
+    registered_at = RestReads(server.uri, full).created_at("rest-model", "1")
+    assert registered_at == registered.created_at("rest-model", "1")
+    assert registered_at.tzinfo is not None and full.made == 0
+
+
 def test_what_rest_cannot_answer_goes_to_the_full_registry(server, registered):
     full = _Full(registered)
     reads = RestReads(server.uri, full)

@@ -238,6 +238,12 @@ def test_a_closed_pull_request_is_not_reopened_until_the_evidence_changes(setup,
     assert retrain_pr(setup) == 0
     assert _pulls(github) == [] and _created(github) == 1
     assert f"#{pull['number']} was closed without merging" in capsys.readouterr().err
+    decided = json.loads((setup["out"] / "retrain.json").read_text())["pull_request"]
+    assert (decided["action"], decided["closed"], decided["pushed"]) == (
+        "not reopened",
+        pull["number"],
+        False,
+    )
     write_drift(setup["out"], {**DRIFTED, "triggers": ["data:code_changes", "performance:recall"]})
     assert retrain_pr(setup) == 0
     [reopened] = _pulls(github)

@@ -194,7 +194,8 @@ def publish(
                 return {
                     "action": "not reopened",
                     "branch": BRANCH,
-                    "number": last["number"],
+                    "number": None,  # nothing is open
+                    "closed": last["number"],
                     "url": last.get("html_url"),
                     "pushed": False,
                     "reason": f"#{last['number']} was closed without merging on the same "

@@ -110,7 +110,7 @@ class MlflowServer:
             try:
                 if requests.get(f"{self.uri}/health", timeout=2).ok:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting, or busy
                 pass
             time.sleep(0.5)
         self.stop()

@@ -115,9 +115,12 @@ def test_pr_writes_step_summary_and_all_outputs(project, tracking_uri, tmp_path,
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
 
 
-def _subjects(repo: Path) -> list[str]:
+def _subjects(repo: Path, revisions: str = "HEAD") -> list[str]:
     done = subprocess.run(
-        ["git", "log", "--reverse", "--format=%s"], cwd=repo, capture_output=True, text=True
+        ["git", "log", "--reverse", "--format=%s", revisions],
+        cwd=repo,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
@@ -157,9 +160,34 @@ def test_demo_moves_models_through_manifests_only(project, tracking_uri, tmp_pat
     assert "# Finish the canary: release-risk v2 to production" in printed
     assert "## slipway history production" in printed
 
-    # Only commits to the scratch manifests moved the models.
+    # The drift loop: drifted traffic through production and its delayed labels, one drift run
+    # that decides, the retrain pull request with the evidence, the retrained candidate gated.
+    assert "## slipway drift production" in printed
+    assert "Drift in production: release-risk v2 — drifted" in printed
+    drift = json.loads(next(out.glob("steps/*-drift-production/drift.json")).read_text())
+    assert drift["status"] == "drifted" and drift["versions"] == ["2"]
+    assert drift["persistence"]["k"] == drift["persistence"]["n"] == 1
+    assert drift["labels"]["matched"] >= 1500 and drift["quality"]["rejected"]
+    assert any(f["status"] == "drifted" for f in drift["features"].values())
+    body = next(out.glob("steps/*-retrain-pr/retrain-pr.md")).read_text()
+    assert body.startswith("# Retrain release-risk: drift in production") and body in printed
+    assert "### Drift evidence" in body and "🔴 Drift in production" in body
+    retrained = json.loads(next(out.glob("steps/*-retrain-candidate/gate.json")).read_text())
+    assert retrained["candidate"]["version"] == "3" and retrained["champion"]["version"] == "2"
+    assert "Candidate **v3**" in printed and "vs production **v2**" in printed
+    window = json.loads(next(out.glob("steps/*-retrain-pr/retrain.json")).read_text())["window"]
+    assert retrained["eval"]["sha256"] == window["splits"]["eval"]["sha256"]  # the new window
+    timeline = printed[printed.index("## Timeline") :]
+    for step in ("promote staging v1", "canary-report production", "drift production"):
+        assert f"| {step} |" in timeline
+    assert "| retrain-pr |" in timeline and "retrain-pr.md" in timeline
+    assert "| pr on the retrain branch | v3 " in timeline
+
+    # Only commits to the scratch manifests moved the models; the retrain pull request's
+    # branch holds the new window.
     repo = out / "gitops"
-    assert _subjects(repo) == [
+    *moves, project = _subjects(repo)
+    assert moves == [
         "Environment manifests from environments, nothing deployed yet",
         "Promote release-risk v1 to staging",
         "Demo only: production's soak_hours 24 → 0, so the demo need not wait 24 h in staging",
@@ -167,6 +195,16 @@ def test_demo_moves_models_through_manifests_only(project, tracking_uri, tmp_pat
         "Canary release-risk v2 at 10% in production",
         "Finish the canary: release-risk v2 to production",
     ]
+    assert project.startswith("Demo only: the model project, drift.window_days ")
+    assert _subjects(repo, "main..slipway/retrain") == ["Retrain release-risk: drift in production"]
+    changed = subprocess.run(
+        ["git", "diff", "--name-only", "main", "slipway/retrain"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert changed == ["model/data/data.lock.json", "model/data/eval.csv", "model/data/train.csv"]
     staging = load_manifest(repo / "environments" / "staging.yaml")
     production = load_manifest(repo / "environments" / "production.yaml")
     assert (staging.version, production.version) == (1, 2)

@@ -379,9 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="The whole lifecycle, models moved by manifest changes only: generate "
         "data if missing; train, gate and package a first model; promote, merge and deploy it "
         "to staging, then production; gate a challenger against it, run it as a 10%% canary on "
-        "live traffic until the canary report decides, finish the canary; print each pull "
-        "request it would open and the production history. Works in a scratch git repository "
-        "with its own registry and servers under OUT/ (gitops/, state/); stops every server.",
+        "live traffic until the canary report decides, finish the canary; send drifted traffic "
+        "and delayed labels, run the drift check, open (print) the retrain pull request and gate "
+        "the retrained candidate against production; print each pull request it would open, "
+        "a timeline and the production history. Works in a scratch git repository with its own "
+        "registry and servers under OUT/ (gitops/, state/); stops every server.",
     )
     return parser
 

@@ -130,3 +130,19 @@ def github(emulator, monkeypatch):
     monkeypatch.setenv("GITHUB_REPOSITORY", emulator.repo)
     monkeypatch.setenv("GITHUB_API_URL", emulator.url)
     return emulator
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1 for one module's workflow runs, stopped by its PID."""
+    from act_harness import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gh(openapi):
+    """One checked emulator for one module's workflow runs."""
+    yield from checked_emulator(openapi)

@@ -25,7 +25,6 @@ import requests
 from act_harness import (
     ACT,
     REPOSITORY,
-    MlflowServer,
     commit,
     make_repo,
     prune_setup_environments,
@@ -33,7 +32,7 @@ from act_harness import (
     run_act,
     workflow_run_event,
 )
-from conftest import checked_emulator, edit_config
+from conftest import edit_config
 from github_emulator import TOKEN
 from slipway.propose.report import MARKER
 from slipway.serve.server import stop_pid
@@ -69,18 +68,6 @@ TRAFFIC_ROWS = 4500  # the window keeps 5,500 rows: 1,500 eval and 3,000 trainin
 SHIFT, CONCEPT_DRIFT = 0.3, 1.0
 BATCH = 250
 WINDOW_FILES = ("model/data/train.csv", "model/data/eval.csv", "model/data/data.lock.json")
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
-    yield server.uri
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gh(openapi):
-    yield from checked_emulator(openapi)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import yaml
 from act_harness import (
     ACT,
     REPO,
-    MlflowServer,
     commit,
     make_repo,
     prune_setup_environments,
@@ -24,7 +23,7 @@ from act_harness import (
     run_act,
     workflow_run_event,
 )
-from conftest import checked_emulator, edit_config
+from conftest import edit_config
 from github_emulator import TOKEN, Emulator
 from slipway.propose.report import MARKER
 
@@ -35,19 +34,6 @@ pytestmark = [
 # pr.yml is one job; each propose action is one of its steps and shows its own result.
 STEPS = [f"slipway/./actions/{name}" for name in ("validate-data", "train", "gate", "package")]
 REPORT_STEP = "slipway/./actions/report"
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
-    yield server.uri
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gh(openapi):
-    """One emulator for the module's workflow runs."""
-    yield from checked_emulator(openapi)
 
 
 @pytest.fixture(scope="module")

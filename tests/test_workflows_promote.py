@@ -31,7 +31,6 @@ import yaml
 from act_harness import (
     ACT,
     REPOSITORY,
-    MlflowServer,
     Run,
     commit,
     make_repo,
@@ -39,7 +38,7 @@ from act_harness import (
     pull_request_event,
     run_act,
 )
-from conftest import checked_emulator, edit_config
+from conftest import edit_config
 from github_emulator import TOKEN, Emulator
 from slipway.serve.server import stop_pid
 
@@ -242,18 +241,6 @@ def deployments(world: World, environment: str) -> list[tuple[dict, list[dict]]]
 
 
 # -- the world --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
-    yield server.uri
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gh(openapi):
-    yield from checked_emulator(openapi)
 
 
 def register(world: World, name: str, config: Path, pr: int | None = None) -> Version:

@@ -91,7 +91,8 @@ def test_concurrent_upserts_leave_one_comment(emulator, github):
     errors: list[BaseException] = []
 
     def run(n: int) -> None:
-        client = GitHub(TOKEN, emulator.repo, api_url=emulator.url)
+        # A timeout above the barrier's: a thread that starts late must not make another retry.
+        client = GitHub(TOKEN, emulator.repo, api_url=emulator.url, timeout=90)
         try:
             client.upsert_comment(5, f"{MARKER}\nrun {n}")
         except BaseException as exc:  # reported below

@@ -383,24 +383,23 @@ class MlflowRegistry(Registry):
         self._client.create_registered_model(name)
         return name
 
-    def get(self, name: str, version: str) -> ModelRef:
+    def _model_version(self, name: str, version: str, fix: str) -> Any:
+        """MLflow's record of one version; :class:`RegistryError` naming ``fix`` when absent."""
         try:
-            found = self._client.get_model_version(name, str(version))
+            return self._client.get_model_version(name, str(version))
         except self._mlflow.exceptions.MlflowException as exc:
             raise RegistryError(
-                f"model {name} has no version {version} in {self.tracking_uri}",
-                "run `slipway train` first, or check MLFLOW_TRACKING_URI",
+                f"model {name} has no version {version} in {self.tracking_uri}", fix
             ) from exc
+
+    def get(self, name: str, version: str) -> ModelRef:
+        fix = "run `slipway train` first, or check MLFLOW_TRACKING_URI"
+        found = self._model_version(name, version, fix)
         return ModelRef(name, str(found.version), found.run_id, dict(found.tags))
 
     def created_at(self, name: str, version: str) -> datetime:
-        try:
-            found = self._client.get_model_version(name, str(version))
-        except self._mlflow.exceptions.MlflowException as exc:
-            raise RegistryError(
-                f"model {name} has no version {version} in {self.tracking_uri}",
-                "check the version the manifest names, or MLFLOW_TRACKING_URI",
-            ) from exc
+        fix = "check the version the manifest names, or MLFLOW_TRACKING_URI"
+        found = self._model_version(name, version, fix)
         return datetime.fromtimestamp(int(found.creation_timestamp) / 1000, UTC)
 
     def alias(self, name: str, alias: str) -> ModelRef | None:

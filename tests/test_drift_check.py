@@ -40,14 +40,15 @@ from slipway.drift.check import (
     window_bounds,
     window_status,
 )
+from slipway.drift.chunks import Chunk, Coded
 from slipway.drift.labels import read_labels
-from slipway.drift.logs import Chunk
 from slipway.drift.profile import PROFILE_TAG, build_profile
 from slipway.drift.report import render_markdown, write_reports
 from slipway.drift.statistics import chi_square, ks_statistic, psi
 from slipway.drift.tally import (
     Reference,
     Tally,
+    distinct_ecdf,
     expected_metrics,
     ks_cells,
     ks_from_cells,
@@ -254,6 +255,16 @@ def test_sorted_ks_cells_count_as_searching_each_value(seed):
 def test_sorted_ks_cells_of_nothing_and_of_one_reference_value():
     assert sorted_ks_cells(np.array([1.0, 2.0]), np.array([])).tolist() == [0] * 5
     assert sorted_ks_cells(np.array([2.0]), np.array([1.0, 2.0, 2.0, 3.0])).tolist() == [1, 2, 1]
+
+
+def test_distinct_ecdf_is_the_share_at_or_below_each_distinct_value():
+    unique, cdf = distinct_ecdf(np.array([1.0, 1.0, 2.0, 5.0, 5.0, 5.0, 7.0, 9.0]))
+    assert unique.tolist() == [1.0, 2.0, 5.0, 7.0, 9.0]
+    assert cdf.tolist() == [2 / 8, 3 / 8, 6 / 8, 7 / 8, 1.0]
+    shuffled = distinct_ecdf(np.array([5.0, 1.0, 9.0, 5.0, 2.0, 1.0, 7.0, 5.0]))  # sorted first
+    assert [part.tolist() for part in shuffled] == [unique.tolist(), cdf.tolist()]
+    assert [part.tolist() for part in distinct_ecdf(np.array([3.0]))] == [[3.0], [1.0]]
+    assert [part.size for part in distinct_ecdf(np.array([]))] == [0, 0]
 
 
 @pytest.mark.parametrize(("low", "high"), [(None, None), (0.0, None), (None, 30.0), (0.0, 30.0)])
@@ -561,13 +572,13 @@ def test_a_tally_counts_nulls_ranges_unseen_categories_and_labels(profile):
     features = {name: np.full(n, 10.0) for name in CONFIG.features}
     features["code_changes"] = np.array([-1.0, 200_000.0, 0.0, np.nan, 7.0])  # min 0: in
     features["files_modified"] = np.array([5000.0, 5001.0, 1.0, 1.0, 9999.0])  # max 5000
-    features["team"] = np.array(["payments", "ml-infra", None, "search", "ml-infra"], dtype=object)
+    features["team"] = Coded.of(["payments", "ml-infra", None, "search", "ml-infra"])
     chunk = Chunk(
         features=features,
         probability=np.array([0.9, 0.2, 0.7, 0.1, 0.6]),
         high_risk=np.array([True, False, True, False, True]),
         release_id=np.array([f"R{i}" for i in range(n)], dtype=object),
-        model_version=np.array(["1"] * n, dtype=object),
+        model_version=Coded.of(["1"] * n),
         timestamp=np.array([0] * n, dtype="datetime64[ms]"),
     )
     matched: set[str] = set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from slipway.config import load_config
-from slipway.drift.logs import Chunk, Counts, read_window
+from slipway.drift.chunks import Chunk, Coded
+from slipway.drift.logs import Counts, read_window
 from slipway.errors import DataError
 from slipway.serve.prediction_log import SMOKE_ID_PREFIX, PredictionLog
 from slipway.serve.service import Deployment, Scorer, rejection_record, route
@@ -67,9 +69,12 @@ def _window(source, versions=("1",), **options):
 
 
 def _all(chunks: list[Chunk], name: str) -> np.ndarray:
-    if name in FEATURES:
-        return np.concatenate([c.features[name] for c in chunks])
-    return np.concatenate([getattr(c, name) for c in chunks])
+    columns = [c.features[name] if name in FEATURES else getattr(c, name) for c in chunks]
+    return np.concatenate([_array(column) for column in columns])
+
+
+def _array(column: np.ndarray | Coded) -> np.ndarray:
+    return np.array(column.tolist(), dtype=object) if isinstance(column, Coded) else column
 
 
 def _balanced(counts: Counts) -> bool:
@@ -435,3 +440,28 @@ def test_progress_is_told_every_n_records(tmp_path):
     _window(path, progress=heard.append, progress_every=300, block_bytes=20_000)
     assert 3 <= len(heard) <= 4
     assert heard[0].startswith("prediction log: ") and "records read" in heard[0]
+
+
+# --- coded text columns -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["b", "a", "b", None, "z", None], [None, None], [], ["only"] * 3],
+)
+def test_a_coded_column_reads_and_counts_its_texts_as_pyarrow_encodes_them(values):
+    coded = Coded.from_arrow(pa.array(values, pa.string()))
+    assert coded.tolist() == values == Coded.of(values).tolist()
+    assert len(coded) == len(values) and coded.codes.dtype == np.int32
+    expected = Counter(values)
+    assert coded.counts() == expected == Coded.of(values).counts()
+    assert coded.matches("b").tolist() == [v == "b" for v in values]
+    assert coded.matches("absent").tolist() == [False] * len(values)
+    picked = np.arange(len(values)) % 2 == 0
+    assert coded.take(picked).tolist() == values[::2]
+
+
+def test_a_chunked_column_is_coded_as_one_and_a_non_text_value_by_its_text():
+    column = pa.chunked_array([["x", None], ["y", "x"]], pa.string())
+    assert Coded.from_arrow(column).tolist() == ["x", None, "y", "x"]
+    assert Coded.of([1, "1", None]).counts() == Counter({"1": 2, None: 1})

@@ -10,6 +10,7 @@ from scipy import stats
 
 from slipway.drift import statistics
 from slipway.drift.statistics import (
+    FEW_EDGES,
     benjamini_hochberg,
     bh_adjusted,
     bin_counts,
@@ -69,6 +70,17 @@ def test_sorted_bin_counts_count_as_binning_each_value(edges, seed):
     assert sorted_bin_counts(edges, np.sort(values)).tolist() == bin_counts(edges, values).tolist()
     present = np.sort(values[~np.isnan(values)])
     assert sorted_bin_counts(edges, present).tolist() == bin_counts(edges, present).tolist()
+
+
+@pytest.mark.parametrize("bins", [1, 3, FEW_EDGES + 1, FEW_EDGES + 2, 80])  # compared, searched
+def test_bin_counts_count_as_binning_each_value(bins):
+    rng = np.random.default_rng(bins)
+    edges = np.sort(rng.integers(-5, 10, bins + 1)).astype(float).tolist()  # repeated edges too
+    values = np.concatenate([rng.integers(-8, 13, 600).astype(float), [np.nan] * 7])
+    expected = np.bincount(bin_index(edges, values), minlength=bins)
+    assert bin_counts(edges, values).tolist() == expected.tolist()
+    assert bin_counts(edges, values)[-1] >= 7  # NaN: the last bin, as bin_index puts it
+    assert bin_counts(edges, values.astype(np.float32)).tolist() == expected.tolist()
 
 
 def test_sorted_bin_counts_of_nothing():

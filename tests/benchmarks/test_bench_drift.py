@@ -176,41 +176,48 @@ def _check_api() -> Callable[..., dict[str, Any]] | None:
     if importlib.util.find_spec("slipway.drift.check") is None:
         return None
     from slipway.drift.check import judge
-    from slipway.drift.logs import Chunk
     from slipway.drift.tally import Reference, Tally
 
     def run(
         profile: dict[str, Any], config: ModelConfig, chunks: list[dict[str, Any]]
     ) -> dict[str, Any]:
         tally = Tally(Reference(profile, config))
-        for part in chunks:
-            chunk = Chunk(**part)
+        for chunk in chunks:
             tally.add(chunk, np.ones(len(chunk), dtype=bool), None, set())
         return judge(tally, config.drift, False)
 
     return run
 
 
-def _chunks(current: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """The rows as the log reader's chunks: features, and the output and identity columns a
-    chunk carries (a random probability, one version, one timestamp)."""
+def _chunks(current: dict[str, np.ndarray], group: str) -> list[Any]:
+    """The rows as the log reader's chunks (``drift/logs.py``): the numeric features as
+    float64, the team and the version dictionary-encoded by pyarrow as the reader does, and
+    the output and identity columns a chunk carries (a random probability, one timestamp)."""
+    import pyarrow as pa
+
+    from slipway.drift.chunks import Chunk, Coded
+
     rng = np.random.default_rng(1)
     probability = rng.beta(2, 3, ROWS)
     ids = np.array([f"REL-{i}" for i in range(ROWS)], dtype=object)
-    versions = np.full(ROWS, "1", dtype=object)
     moment = np.full(ROWS, np.datetime64("2026-12-01T12:00:00", "ms"))
-    return [
-        {
-            "features": {name: values[start:stop] for name, values in current.items()},
-            "probability": probability[start:stop],
-            "high_risk": probability[start:stop] >= 0.4,
-            "release_id": ids[start:stop],
-            "model_version": versions[start:stop],
-            "timestamp": moment[start:stop],
-        }
-        for start in range(0, ROWS, CHUNK_ROWS)
-        for stop in [min(start + CHUNK_ROWS, ROWS)]
-    ]
+    chunks = []
+    for start in range(0, ROWS, CHUNK_ROWS):
+        rows = slice(start, min(start + CHUNK_ROWS, ROWS))
+        features: dict[str, Any] = {name: values[rows] for name, values in current.items()}
+        features[group] = Coded.from_arrow(pa.array(current[group][rows], pa.string()))
+        version = Coded.from_arrow(pa.array(["1"] * (rows.stop - rows.start), pa.string()))
+        chunks.append(
+            Chunk(
+                features=features,
+                probability=probability[rows],
+                high_risk=probability[rows] >= 0.4,
+                release_id=ids[rows],
+                model_version=version,
+                timestamp=moment[rows],
+            )
+        )
+    return chunks
 
 
 def scipy_baseline(
@@ -310,7 +317,7 @@ def test_drift_statistics_1m_rows() -> None:
     found = {"statistics": {name: figure["statistic"] for name, figure in figures.items()}}
     check, checked, check_s = _check_api(), None, 0.0
     if check is not None:
-        chunks = _chunks(current)
+        chunks = _chunks(current, group)
         check_s, checked = best_of(REPEATS, lambda: check(profile, config, chunks))
         found["check"] = {name: f["statistic"] for name, f in checked["features"].items()}
 

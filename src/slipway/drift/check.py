@@ -279,7 +279,7 @@ def check_drift(
         age = (until_ms - chunk.timestamp.astype(np.int64) - 1) // length_ms
         index = len(bounds) - 1 - age
         for version, tally in tallies.items():
-            mine = chunk.model_version == version
+            mine = chunk.model_version.matches(version)
             for w in np.unique(index[mine]).tolist():
                 tally[w].add(chunk, mine & (index == w), values, matched)
     counts = read.counts.to_dict()

@@ -40,6 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from slipway.drift.chunks import Chunk, Coded
 from slipway.errors import DataError
 from slipway.progress import Progress
 from slipway.serve.prediction_log import SMOKE_ID_PREFIX
@@ -54,25 +55,6 @@ PARSE_BLOCK_BYTES = 1 << 20  # what pyarrow hands each thread (a longer line is 
 SALVAGE_SPLIT, SALVAGE_LINES = 8, 64  # how a block with a bad line is parsed again
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 MAX_VALUES = 50  # distinct rejected values remembered per field and reason
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Up to ``chunk_rows`` used predictions, one array entry per prediction, in log order.
-
-    ``features`` maps each feature to float64 (NaN for null), or for a categorical feature to
-    an object array of ``str`` (None for null); ``timestamp`` is ``datetime64[ms]`` in UTC.
-    """
-
-    features: dict[str, np.ndarray]
-    probability: np.ndarray  # float64
-    high_risk: np.ndarray  # bool
-    release_id: np.ndarray  # object, str
-    model_version: np.ndarray  # object, str
-    timestamp: np.ndarray  # datetime64[ms]
-
-    def __len__(self) -> int:
-        return len(self.probability)
 
 
 @dataclass
@@ -381,15 +363,15 @@ class _Selection:
         for name in self.features:
             column = table[f"features.{name}"]
             if name in self.categorical:
-                features[name] = np.asarray(column.to_pylist(), dtype=object)
+                features[name] = Coded.from_arrow(column)
             else:
                 features[name] = column.to_numpy().astype(np.float64, copy=False)
         return Chunk(
             features=features,
             probability=table["output.probability"].to_numpy(),
             high_risk=table["output.high_risk"].to_numpy(zero_copy_only=False),
-            release_id=np.asarray(table["release_id"].to_pylist(), dtype=object),
-            model_version=np.asarray(table["model_version"].to_pylist(), dtype=object),
+            release_id=table["release_id"].to_numpy(zero_copy_only=False),
+            model_version=Coded.from_arrow(table["model_version"]),
             timestamp=table["timestamp"].to_numpy(),
         )
 

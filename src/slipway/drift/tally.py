@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from slipway.config import Drift, Impute, ModelConfig
-from slipway.drift.logs import Chunk
+from slipway.drift.chunks import Chunk
 from slipway.drift.statistics import (
+    bin_counts,
     bin_index,
     chi_square,
     ks_pvalue,
@@ -25,7 +26,6 @@ from slipway.drift.statistics import (
     psi,
     psi_interval,
     sorted_bin_counts,
-    text_counts,
 )
 from slipway.intervals import wilson, z_value
 
@@ -53,6 +53,21 @@ def sorted_ks_cells(unique: np.ndarray, ordered: np.ndarray) -> np.ndarray:
     through = np.searchsorted(ordered, unique, side="right")
     ends = np.column_stack([below, through]).ravel()  # where cells 2 j and 2 j + 1 end
     return np.diff(ends, prepend=0, append=len(ordered))
+
+
+def distinct_ecdf(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``sample`` (no NaN) ascending, and its ECDF at each: the share
+    of the sample at or below it. A sorted sample (the profile keeps it so) is not sorted
+    again."""
+    if sample.size == 0:
+        return sample, sample
+    if np.any(sample[1:] < sample[:-1]):
+        sample = np.sort(sample)
+    first = np.empty(sample.size, dtype=bool)
+    first[0] = True
+    np.not_equal(sample[1:], sample[:-1], out=first[1:])
+    starts = np.flatnonzero(first)  # where each distinct value's run begins
+    return sample[starts], np.append(starts[1:], sample.size) / sample.size
 
 
 def outside_count(ordered: np.ndarray, low: float | None, high: float | None) -> int:
@@ -142,10 +157,10 @@ class Reference:
         self.unique: dict[str, np.ndarray] = {}
         self.cdf: dict[str, np.ndarray] = {}
         for name in self.numeric:
-            sample = np.asarray(self.features[name]["sample"], dtype=np.float64)
-            self.unique[name] = np.unique(sample)
-            below = np.searchsorted(sample, self.unique[name], side="right")
-            self.cdf[name] = below / max(sample.size, 1)
+            sample = self.features[name]["sample"]
+            self.unique[name], self.cdf[name] = distinct_ecdf(
+                np.fromiter(sample, np.float64, len(sample))
+            )
         columns = config.columns
         self.bounds = {
             n: (columns[n].min, columns[n].max) if n in columns else (None, None)
@@ -195,14 +210,17 @@ class Tally:
         """Count the ``picked`` rows of ``chunk``; with ``labels`` (release id → positive),
         the labelled ones, whose ids go into ``matched``."""
         reference = self.reference
-        decision, probability = chunk.high_risk[picked], chunk.probability[picked]
-        self.rows += int(picked.sum())
-        self.high_risk += int(decision.sum())
+        every = bool(picked.all())  # one version in one window: no row to leave out
+        decision = chunk.high_risk if every else chunk.high_risk[picked]
+        probability = chunk.probability if every else chunk.probability[picked]
+        self.rows += decision.size
+        self.high_risk += int(np.count_nonzero(decision))
         edges = reference.profile["prediction"]["probability_edges"]
-        self.probability += sorted_bin_counts(edges, np.sort(probability))
+        self.probability += bin_counts(edges, probability)
         for name, spec in reference.features.items():
-            values = chunk.features[name][picked]
+            column = chunk.features[name]
             if spec["kind"] == "numeric":
+                values = column if every else column[picked]
                 ordered = np.sort(values)  # once: then a search per reference value and edge
                 present = ordered[: np.searchsorted(ordered, np.nan)]  # NaN sorts last
                 low, high = reference.bounds[name]
@@ -212,19 +230,20 @@ class Tally:
                     self.cells[name] += sorted_ks_cells(reference.unique[name], present)
                 self.nulls[name] += values.size - present.size
             else:
-                counted = text_counts(values)
+                counted = (column if every else column.take(picked)).counts()
                 self.nulls[name] += counted.pop(None, 0)
                 known, unseen = per_category(spec["categories"], counted)
                 self.bins[name] += np.array([*known, unseen], dtype=np.int64)
                 self.outside[name] += unseen
         q = reference.expected_positive(probability)
-        positive, negative = q[decision], q[~decision]
+        spread, flagged = q * (1 - q), decision.astype(np.float64)
+        unflagged = 1 - flagged  # sums over either side as dot products: no row copied
         self.expected += [
-            positive.size,
-            positive.sum(),
-            (positive * (1 - positive)).sum(),
-            negative.sum(),
-            (negative * (1 - negative)).sum(),
+            int(np.count_nonzero(decision)),
+            q @ flagged,
+            spread @ flagged,
+            q @ unflagged,
+            spread @ unflagged,
         ]
         if labels is not None:
             ids = chunk.release_id[picked]

@@ -15,6 +15,7 @@ from slipway.propose.evaluation import (
     Scores,
     _Resampled,
     bootstrap,
+    flipped,
     group_recall,
     interval,
     point_metrics,
@@ -70,6 +71,19 @@ def test_resampled_metrics_equal_sklearn_with_sample_weight(data, positives_are,
             assert got[f"{key}.recall_gap"][i] == pytest.approx(max(recalls) - min(recalls))
         flips = np.average(cand.pred != champ.pred, weights=w)
         assert got["flip_rate"][i] == pytest.approx(flips, rel=1e-6)
+    negative = _Resampled(y, {"cand": cand, "champ": champ}, groups, negative_flips=True)
+    got = negative.compute(weights[:, negative.rows])
+    for i, w in enumerate(weights.astype(float)):
+        harmful = (cand.pred != champ.pred) & (champ.pred == y)
+        assert got["flip_rate"][i] == pytest.approx(np.average(harmful, weights=w), rel=1e-6)
+
+
+def test_a_negative_flip_is_a_right_decision_made_wrong():
+    y = np.array([1, 1, 0, 0, 1, 0])
+    champion = np.array([1, 0, 0, 1, 1, 0])  # right, wrong, right, wrong, right, right
+    candidate = np.array([0, 1, 1, 0, 1, 0])  # flips the first four
+    assert flipped(y, candidate, champion, negative=False).tolist() == [1, 1, 1, 1, 0, 0]
+    assert flipped(y, candidate, champion, negative=True).tolist() == [1, 0, 1, 0, 0, 0]
 
 
 def test_poisson_weights_have_poisson_1_counts():

@@ -105,6 +105,24 @@ def test_fairness_stability_latency_and_overall():
     assert gate_rules.overall([stable, unsure], "fail") == gate_rules.FAIL
 
 
+@pytest.mark.parametrize("flips", ["negative", "all"])
+def test_stability_passes_at_its_limit_fails_past_it_and_skips_with_no_production(flips):
+    rules = RULES.model_copy(
+        update={"stability": RULES.stability.model_copy(update={"flips": flips})}
+    )
+    samples = {"flip_rate": np.array([0.08, 0.1, 0.12])}
+    at = gate_rules.stability(rules, 0.1, samples, 0.95)  # the limit is 0.1
+    assert (at.status, at.value, at.threshold, at.delta) == (gate_rules.PASS, 0.1, 0.1, 0.1)
+    assert at.baseline == 0.0 and at.interval == pytest.approx((0.081, 0.119))
+    past = gate_rules.stability(rules, 0.1001, samples, 0.95)
+    assert past.status == gate_rules.FAIL and "10.0% of decisions" in past.reason
+    changes = "change from right to wrong" if flips == "negative" else "change vs"
+    assert changes in at.reason and "≤ 10%" in at.reason and "> 10%" in past.reason
+    skipped = gate_rules.stability(rules, None, samples, 0.95)
+    assert skipped.status == gate_rules.SKIPPED and skipped.value is None
+    assert "no production model" in skipped.reason
+
+
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.9])
 def test_decisions_from_probabilities_equal_predict(threshold):
     """The gate derives a threshold classifier's decisions from its probabilities (one pass

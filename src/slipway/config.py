@@ -109,7 +109,12 @@ class Fairness(_Strict):
 
 
 class Stability(_Strict):
+    # The share of eval rows whose decision changes against production's, at most. `negative`
+    # counts only the changes from a right decision to a wrong one (the negative flip rate): a
+    # model retrained on a changed world must change the decisions production now gets wrong.
+    # `all` counts every change.
     max_flip_rate: float = Field(default=0.15, ge=0, le=1)
+    flips: Literal["negative", "all"] = "negative"
 
 
 class Latency(_Strict):

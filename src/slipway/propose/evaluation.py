@@ -173,6 +173,7 @@ class _Resampled:
         models: dict[str, Scores],
         groups: np.ndarray | None = None,
         min_positives: int = 1,
+        negative_flips: bool = False,
     ) -> None:
         first = next(iter(models.values()))
         self.rows = np.lexsort((first.proba, y != 1))
@@ -192,7 +193,7 @@ class _Resampled:
             self.rankings[key] = _Ranking(scores.proba[:split], scores.proba[split:])
         if len(models) == 2:
             cand, champ = models.values()
-            columns["flips"] = cand.pred != champ.pred
+            columns["flips"] = flipped(y, cand.pred, champ.pred, negative_flips)
         self.groups: list[str] = []
         if groups is not None:
             groups = groups[self.rows]
@@ -253,6 +254,15 @@ class _Resampled:
         return out
 
 
+def flipped(
+    y: np.ndarray, candidate: np.ndarray, champion: np.ndarray, negative: bool
+) -> np.ndarray:
+    """The rows whose decision the candidate changes: all of them, or with ``negative`` only
+    those where the champion decided right and the candidate decides wrong."""
+    changed = np.asarray(candidate) != np.asarray(champion)
+    return changed & (np.asarray(champion) == np.asarray(y)) if negative else changed
+
+
 def bootstrap(
     y: np.ndarray,
     candidate: Scores,
@@ -262,11 +272,13 @@ def bootstrap(
     resamples: int = 2000,
     seed: int = 0,
     min_positives: int = 1,
+    negative_flips: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Per-resample values: ``cand.<metric>``, ``champ.<metric>``, ``flip_rate`` and
-    ``cand.recall_gap`` / ``champ.recall_gap`` (max minus min recall over groups)."""
+    """Per-resample values: ``cand.<metric>``, ``champ.<metric>``, ``flip_rate`` (see
+    :func:`flipped`) and ``cand.recall_gap`` / ``champ.recall_gap`` (max minus min recall
+    over groups)."""
     models = {"cand": candidate} | ({"champ": champion} if champion is not None else {})
-    resampled = _Resampled(y, models, groups, min_positives)
+    resampled = _Resampled(y, models, groups, min_positives, negative_flips)
     n = len(y)
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
 

@@ -20,7 +20,7 @@ from slipway.progress import Progress
 from slipway.propose import gate_rules
 from slipway.propose.contract import prepare, read_dataset
 from slipway.propose.datasets import check_lock, split_paths
-from slipway.propose.evaluation import Scores, bootstrap, group_recall, point_metrics
+from slipway.propose.evaluation import Scores, bootstrap, flipped, group_recall, point_metrics
 from slipway.registry import MODEL_COPY_DIR, ModelRef, Registry, load_copy
 
 SCHEMA = "slipway.gate/1"
@@ -163,6 +163,7 @@ def judge(
         resamples=rules.regression.resamples,
         seed=config.training.seed,
         min_positives=min_pos,
+        negative_flips=rules.stability.flips == "negative",
     )
     progress(f"timing {rules.latency.calls} single-row predictions")
     cand_ms = gate_rules.measure_latency(model, features, rules.latency.calls)
@@ -171,7 +172,8 @@ def judge(
     champ_p95 = production.ref.tags.get(P95_TAG) if production else None
 
     confidence = rules.regression.confidence
-    flip_rate = float(np.mean(cand.pred != champ.pred)) if champ else None
+    negative = rules.stability.flips == "negative"
+    flip_rate = float(np.mean(flipped(y, cand.pred, champ.pred, negative))) if champ else None
     verdicts = [
         *gate_rules.thresholds(rules, cand_metrics, champ_metrics, samples, confidence),
         *gate_rules.regression(rules, cand_metrics, champ_metrics, samples),

@@ -160,7 +160,8 @@ def fairness(
 
 
 def stability(gates: Gates, flip_rate: float | None, samples: dict, confidence: float) -> Verdict:
-    """Share of eval rows whose decision differs from production's."""
+    """Share of eval rows whose decision differs from production's: every change, or with
+    ``flips: negative`` only a right decision made wrong."""
     limit = gates.stability.max_flip_rate
     if flip_rate is None:
         return Verdict(
@@ -176,7 +177,9 @@ def stability(gates: Gates, flip_rate: float | None, samples: dict, confidence: 
         )
     ci = interval(samples["flip_rate"], confidence)
     ok = flip_rate <= limit
-    reason = f"{flip_rate:.1%} of decisions change vs production ({'≤' if ok else '>'} {limit:.0%})"
+    changes = "change from right to wrong" if gates.stability.flips == "negative" else "change"
+    mark = "≤" if ok else ">"
+    reason = f"{flip_rate:.1%} of decisions {changes} vs production ({mark} {limit:.0%})"
     return Verdict(
         "stability", "flip_rate", PASS if ok else FAIL, flip_rate, limit, 0.0, flip_rate, ci, reason
     )

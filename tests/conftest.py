@@ -146,3 +146,24 @@ def mlflow_uri(tmp_path_factory):
 def gh(openapi):
     """One checked emulator for one module's workflow runs."""
     yield from checked_emulator(openapi)
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A local S3-compatible server (moto's, on 127.0.0.1, stopped at the end) and the query
+    that points pyarrow's S3 filesystem at it; the credentials come from the environment, as
+    they would on a runner."""
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "slipway-test",
+        "AWS_SECRET_ACCESS_KEY": "slipway-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    server.stop()

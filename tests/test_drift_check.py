@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 from scipy import stats
 
@@ -768,7 +769,7 @@ def _drift(cfg: list[str], *extra: str) -> tuple[int, dict]:
 
 
 @pytest.mark.slow
-def test_slipway_drift_end_to_end(project, tracking_uri, registry, tmp_path, monkeypatch):
+def test_slipway_drift_end_to_end(project, tracking_uri, registry, tmp_path, monkeypatch, s3):
     out = tmp_path / "out"
     cfg = ["--config", str(project), "--out", str(out)]
     assert main(["train", *cfg, "--param", "n_estimators=10"]) == 0
@@ -851,6 +852,13 @@ def test_slipway_drift_end_to_end(project, tracking_uri, registry, tmp_path, mon
     assert "triggers=" in github_output.read_text()
     assert "Drift in production: release-risk v1 — drifted" in step_summary.read_text()
     assert (out / "drift.md").is_file() and (out / "drift.html").is_file()
+    # The same log in an object store (a local S3-compatible server): the same verdict.
+    store, _ = pafs.FileSystem.from_uri(f"s3://ml-logs?{s3}&allow_bucket_creation=true")
+    store.create_dir("ml-logs")
+    pafs.copy_files(str(logs), "ml-logs/release-risk/production", destination_filesystem=store)
+    uploaded = _drift(cfg, "--until", until(4), "--log", f"s3://ml-logs/release-risk?{s3}")
+    assert uploaded[0] == 1 and uploaded[1]["windows"] == document["windows"]
+    assert uploaded[1]["records"]["files"] == document["records"]["files"] > 1
     # Days 3-5 by --since: the same rule over windows the caller sets.
     code, document = _drift(cfg, "--since", until(4), "--until", until(5))
     assert document["windows"][-1]["rows"] == 50 and document["current"] == INCONCLUSIVE

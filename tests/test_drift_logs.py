@@ -434,6 +434,35 @@ def test_a_missing_log_is_an_error_that_says_what_to_pass(tmp_path, source):
     assert caught.value.hint
 
 
+def test_a_log_in_an_s3_bucket_is_read_like_a_directory(s3):
+    import pyarrow.fs as pafs
+
+    bucket, _ = pafs.FileSystem.from_uri(f"s3://ml-logs?{s3}&allow_bucket_creation=true")
+    bucket.create_dir("ml-logs")
+    at = T0 + timedelta(hours=3)
+    rows = [_record(i, at) for i in range(40)]
+    lines = b"".join(json.dumps(r).encode() + b"\n" for r in rows[:20]) + b"{truncated\n"
+    gzipped = "ml-logs/prod/day=1/predictions.jsonl.gz"  # written as is: pyarrow would gzip again
+    with bucket.open_output_stream(gzipped, compression=None) as out:
+        out.write(gzip.compress(lines))
+    with bucket.open_output_stream("ml-logs/prod/day=2/part-0.parquet") as out:
+        pq.write_table(_frame(rows[20:]), out)
+    with bucket.open_output_stream("ml-logs/prod/README.txt") as out:
+        out.write(b"not a log")
+    chunks, counts = _window(f"s3://ml-logs/prod?{s3}")
+    assert list(_all(chunks, "release_id")) == [r["release_id"] for r in rows], counts
+    sent = np.array([r["features"]["code_changes"] for r in rows], dtype=np.float64)
+    np.testing.assert_array_equal(_all(chunks, "code_changes"), sent)
+    assert (counts.files, counts.used, counts.malformed) == (2, 40, 1)
+    assert _balanced(counts)
+    with pytest.raises(DataError, match=r"s3://ml-logs/nothing-here") as caught:
+        _window(f"s3://ml-logs/nothing-here?{s3}")
+    assert "s3://bucket/prefix" in caught.value.hint
+    with pytest.raises(DataError, match=r"no-such-bucket") as caught:
+        _window(f"s3://no-such-bucket/prod?{s3}")
+    assert caught.value.hint
+
+
 def test_progress_is_told_every_n_records(tmp_path):
     path = _write_lines(tmp_path / "log.jsonl", [_record(i, T0) for i in range(1000)])
     heard: list[str] = []

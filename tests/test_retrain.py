@@ -227,6 +227,16 @@ def test_a_persons_commit_on_the_branch_gets_a_comment_not_a_push(setup, github,
     assert note.startswith(f"Not pushed: `{BRANCH}` holds commits by carol")
     assert "2,000 labelled predictions" in note
     assert "did not push" in capsys.readouterr().err
+    # The next runs: on the same evidence nothing more is said; on new evidence, once more.
+    serve(setup, rows=400, seed=23)
+    assert retrain_pr(setup) == 0
+    assert len(github.issue_comments(pull["number"])) == 1
+    assert "(already commented)" in capsys.readouterr().err
+    write_drift(setup["out"], {**DRIFTED, "triggers": ["data:code_changes", "performance:recall"]})
+    assert retrain_pr(setup) == 0
+    notes = [c["body"] for c in github.issue_comments(pull["number"])]
+    assert len(notes) == 2 and "performance:recall" in notes[1]
+    assert github.branches[BRANCH] == mine
 
 
 def test_a_closed_pull_request_is_not_reopened_until_the_evidence_changes(setup, github, capsys):
@@ -349,7 +359,10 @@ def test_a_window_that_breaks_the_contract_opens_nothing(setup, capsys):
     for old in setup["log"].iterdir():
         old.unlink()
     assert retrain_pr(setup) == 1
-    assert "breaks the data contract" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "breaks the data contract" in said
+    assert "  train: categories (`team` has values outside" in said  # the broken rule, named
+    assert "fix: if the world really changed" in said and "model/slipway.yaml" in said
     assert not (setup["out"] / "retrain-pr.md").exists()
     report = json.loads((setup["out"] / "retrain" / "validation.json").read_text())
     assert report["passed"] is False

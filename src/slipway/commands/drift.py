@@ -189,6 +189,13 @@ def cmd_retrain_pr(args: argparse.Namespace) -> int:
             f"the new window breaks the data contract ({window['violations']} violation(s), "
             f"{window['validation']}): no pull request"
         )
+        for broken in window.get("broken", []):
+            print(f"  {broken}")
+        print(
+            "fix: if the world really changed (a label share, a range or a category the contract "
+            "did not expect), widen that rule in model/slipway.yaml in a pull request; else "
+            "mend the log or the data source the window is built from"
+        )
         github_output({"pull-request": ""})
         return 1
     for path in document.get("written", []):

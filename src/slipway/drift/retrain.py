@@ -202,7 +202,10 @@ def publish(
                     f"evidence ({document['fingerprint']}); one opens when it changes",
                 }
         try:
-            result = open_or_update_files(github, BRANCH, base, files, heading, text, owners)
+            evidence = f"{MARKER} {document['fingerprint']} -->"
+            result = open_or_update_files(
+                github, BRANCH, base, files, heading, text, owners, evidence
+            )
         except GitHubError as exc:
             raise GitHubError(
                 f"{exc.message}; the retrain pull request was not opened (its files are in "

@@ -43,6 +43,7 @@ RULE = (
     "as many as the current eval set holds, are the eval set, the rest the training set"
 )
 SOURCE_TIMEOUT_S = 1800
+NAMED = 10  # broken contract rules named in the output
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ORIGIN = "_slipway_origin"  # which of current, log, source a row came from
 _ORDER = "_slipway_order"  # the order rows arrived in, for projects without a date column
@@ -255,6 +256,11 @@ def build(
         | {"lock": str(lock_path(window_config))},
         "valid": report["passed"],
         "violations": report["violation_count"],
+        "broken": [
+            f"{dataset['split']}: {v['check']} ({v['message']})"
+            for dataset in report["datasets"]
+            for v in dataset["violations"]
+        ][:NAMED],
         "validation": str(root / "validation.json"),
         "splits": {
             "train": _describe(config, train, lock["files"]["train"]["sha256"]),

@@ -105,10 +105,15 @@ def open_or_update_files(
     title: str,
     text_body: str,
     reviewers: list[str],
+    evidence: str | None = None,
 ) -> dict[str, Any]:
     """Commit ``files`` (path → text) on ``branch``, one bot commit per file on top of
     ``base``, and open or update its one pull request. One file's commit is titled ``title``;
-    of several, each commit's title names its file too."""
+    of several, each commit's title names its file too.
+
+    A branch that holds a person's commits is not pushed: the change is commented on its pull
+    request instead, once per ``evidence`` (a line of ``text_body`` that names what the change
+    rests on) when given, else on every call."""
     github.ensure_branch(branch, base)
     people = [c for c in github.branch_commits(branch, base) if not _is_bot(c)]
     existing = github.find_pull_request(branch, base)
@@ -119,10 +124,16 @@ def open_or_update_files(
             f"Not pushed: `{branch}` holds commits by {who}, so it is theirs now. "
             f"The change Slipway would make:\n\n{text_body}"
         )
+        action = "skipped"
         if existing is not None:
-            github.create_issue_comment(existing["number"], note)
+            said = [c.get("body") or "" for c in github.list_issue_comments(existing["number"])]
+            if evidence is not None and any(evidence in body for body in said):
+                action = "already commented"
+            else:
+                github.create_issue_comment(existing["number"], note)
+                action = "commented"
         return {
-            "action": "commented" if existing else "skipped",
+            "action": action,
             "number": existing["number"] if existing else None,
             "url": existing.get("html_url") if existing else None,
             "pushed": False,

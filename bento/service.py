@@ -8,10 +8,15 @@ What it serves comes from one place, in this order:
 
 Models are referenced by exact tag (``release-risk:v3``), never ``latest``. The request schema
 is generated from the data contract in ``model/slipway.yaml`` (``SLIPWAY_CONFIG`` overrides).
+
+``SLIPWAY_WORKERS`` (default 1) is how many worker processes serve; each scores at most
+``SLIPWAY_MAX_CONCURRENCY`` (default 32) requests at once and answers the next one 503 with
+``Retry-After`` at once. ``GET /docs.json`` is :func:`slipway.serve.openapi.api_document`.
 """
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import json
 import os
@@ -27,7 +32,7 @@ from bentoml.validators import ContentType
 from pydantic import Field, PlainSerializer, WithJsonSchema
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +43,7 @@ except ImportError:  # inside a built Bento the platform code is bundled under s
 
 from slipway.config import load_config  # noqa: E402
 from slipway.manifests import load_manifest  # noqa: E402
+from slipway.serve.openapi import api_document  # noqa: E402
 from slipway.serve.prediction_log import PredictionLog, log_directory  # noqa: E402
 from slipway.serve.service import (  # noqa: E402
     MAX_REJECTED_BODY,
@@ -52,6 +58,19 @@ from slipway.serve.service import (  # noqa: E402
 )
 
 MAX_RECORDS = 1000
+TIMEOUT_S = 30  # BentoML answers 504 past it
+RETRY_AFTER_S = 1  # what a 503 asks the client to wait
+
+
+def _positive(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip() or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise RuntimeError(f"{name}={text!r}: set it to a whole number of at least 1")
+    return int(text)
+
+
+WORKERS = _positive("SLIPWAY_WORKERS", 1)
+MAX_CONCURRENCY = _positive("SLIPWAY_MAX_CONCURRENCY", 32)  # per worker
 CONFIG = load_config(Path(os.environ.get("SLIPWAY_CONFIG") or ROOT / "model" / "slipway.yaml"))
 
 
@@ -102,6 +121,105 @@ async def _metadata(_request: Request) -> JSONResponse:
     return JSONResponse(service.metadata())
 
 
+def _predicting(scope: Any) -> bool:
+    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/predict"
+
+
+class Admission:
+    """How many ``POST /predict`` this worker is handling, the most it takes, and how many it
+    refused. One per worker process; only its event loop touches it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.shed = 0
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "worker": os.getpid(),
+            "in_flight": self.in_flight,
+            "max_concurrency": self.limit,
+            "shed": self.shed,
+        }
+
+
+ADMISSION = Admission(MAX_CONCURRENCY)
+
+
+def _overloaded() -> JSONResponse:
+    body = {
+        "error": f"overloaded: this worker is scoring {ADMISSION.limit} requests; "
+        f"retry after {RETRY_AFTER_S} s"
+    }
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+class ShedLoad:
+    """ASGI middleware: past ``MAX_CONCURRENCY`` requests in flight, ``POST /predict`` is a
+    503 with ``Retry-After`` at once, before its body is read, so an overloaded worker neither
+    queues without bound nor takes the time to parse what it will not score.
+
+    The adaptive batcher's own 503 (a request that would wait past its latency budget) gets the
+    same body and header; BentoML's says "an unexpected error" and has no ``Retry-After``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not _predicting(scope):
+            await self.app(scope, receive, send)
+            return
+        if ADMISSION.in_flight >= ADMISSION.limit:
+            ADMISSION.shed += 1
+            await _overloaded()(scope, receive, send)
+            return
+        replaced = False
+
+        async def sending(message: Any) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                replaced = True
+                ADMISSION.shed += 1
+                await _overloaded()(scope, receive, send)
+            elif not replaced:
+                await send(message)
+
+        ADMISSION.in_flight += 1
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            ADMISSION.in_flight -= 1
+
+
+@functools.cache
+def _api_document() -> bytes:
+    document = api_document(
+        ReleaseRisk.openapi_spec.asdict(),
+        Records,
+        Prediction,
+        title=f"{CONFIG.name}-service",
+        version=str(CONFIG.schema_version),
+        retry_after_s=RETRY_AFTER_S,
+        max_concurrency=MAX_CONCURRENCY,
+        timeout_s=TIMEOUT_S,
+    )
+    return json.dumps(document).encode()
+
+
+class ApiDocument:
+    """ASGI middleware: ``GET /docs.json`` is the exact document, not BentoML's own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/docs.json" and scope["method"] == "GET":
+            await Response(_api_document(), media_type="application/json")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class JsonOnly:
     """ASGI middleware: ``POST /predict`` takes JSON; any other media type is a 415, not a 500.
 
@@ -112,7 +230,7 @@ class JsonOnly:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/predict":
+        if _predicting(scope):
             headers = dict(scope["headers"])
             given = headers.get(b"content-type", b"application/json").decode("latin-1")
             media = given.split(";")[0].strip().lower()
@@ -142,7 +260,7 @@ class LogRejections:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/predict":
+        if not _predicting(scope):
             await self.app(scope, receive, send)
             return
         asked: list[bytes] = []
@@ -179,8 +297,9 @@ class LogRejections:
 @bentoml.service(
     name=f"{CONFIG.name}-service",
     resources={"cpu": "1", "memory": "1Gi"},
-    workers=1,
-    traffic={"timeout": 30, "max_concurrency": 256},
+    workers=WORKERS,
+    # No BentoML max_concurrency: its 429 has no Retry-After; ShedLoad answers 503 instead.
+    traffic={"timeout": TIMEOUT_S},
 )
 class ReleaseRisk:
     """Scores releases: ``POST /predict``; ``GET /metadata``, ``/healthz``, ``/readyz``."""
@@ -274,6 +393,7 @@ class ReleaseRisk:
             },
             "schema_version": CONFIG.schema_version,
             "prediction_log": self.log.stats(),
+            "load": ADMISSION.stats(),
         }
 
     @bentoml.on_shutdown
@@ -282,6 +402,9 @@ class ReleaseRisk:
         self.log.close()
 
 
-# The first added is the outermost: LogRejections sees JsonOnly's 415s too.
+# The first added is the outermost: a shed request costs nothing more; LogRejections sees
+# JsonOnly's 415s too.
+ReleaseRisk.add_asgi_middleware(ApiDocument)
+ReleaseRisk.add_asgi_middleware(ShedLoad)
 ReleaseRisk.add_asgi_middleware(LogRejections)
 ReleaseRisk.add_asgi_middleware(JsonOnly)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -32,6 +34,7 @@ from slipway.config import load_config
 from slipway.manifests import Manifest, render_manifest
 from slipway.probabilities import probability_function
 from slipway.propose.contract import prepare, read_dataset
+from slipway.serve.openapi import Metadata, openapi_30
 from slipway.serve.prediction_log import PredictionLog
 from slipway.serve.server import LOOPBACK, free_port
 from slipway.serve.service import (
@@ -80,6 +83,9 @@ VIOLATIONS = [
     ("number given as text", {"files_modified": "6"}, "files_modified"),
     ("bool is not a number", {"release_frequency": True}, "release_frequency"),
     ("not a date", {"release_date": "27/07/2026"}, "release_date"),
+    ("date as a timestamp", {"release_date": 1785110400}, "release_date"),
+    ("digits as a date", {"release_date": "0"}, "release_date"),
+    ("date with a time", {"release_date": "2026-07-27T00:00:00"}, "release_date"),
     ("empty id", {"release_id": ""}, "release_id"),
     ("coverage out of range", {"test_coverage": 140}, "test_coverage"),
     ("unknown field", {"owner": "me"}, "owner"),
@@ -94,6 +100,9 @@ REASONS = {
     "number given as text": "type",
     "bool is not a number": "type",
     "not a date": "type",
+    "date as a timestamp": "type",
+    "digits as a date": "type",
+    "date with a time": "type",
     "empty id": "length",
     "coverage out of range": "out_of_range",
     "unknown field": "unknown_field",
@@ -407,6 +416,58 @@ def test_log_drops_a_batch_that_does_not_fit_and_counts_its_records(tmp_path):
     assert [r["i"] for r in _lines(tmp_path)] == list(range(100))
 
 
+# Appends COUNT records as worker NAME to the log in DIR, as one worker process of a server.
+WRITER = """
+import sys
+from pathlib import Path
+from slipway.serve.prediction_log import PredictionLog
+
+directory, name, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+log = PredictionLog(directory, max_bytes=4_000, keep=100_000)
+for i in range(count):
+    log.append([{"worker": name, "i": i, "pad": "x" * 60}])
+log.close(timeout=60)
+assert (log.written, log.dropped, log.errors) == (count, 0, 0), log.stats()
+"""
+
+
+def test_workers_share_one_log_without_losing_or_mixing_lines(tmp_path):
+    count = 3_000
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), name, str(count)])
+        for name in ("a", "b")
+    ]
+    assert [writer.wait(120) for writer in writers] == [0, 0]
+    files = sorted(tmp_path.glob("predictions*.jsonl"))
+    assert len(files) > 50  # rotated often, by both
+    assert all(path.stat().st_size <= 4_000 for path in files)
+    lines = _lines(tmp_path)  # every line whole JSON
+    assert sorted((r["worker"], r["i"]) for r in lines) == [
+        (name, i) for name in ("a", "b") for i in range(count)
+    ]
+
+
+def test_openapi_30_form_of_pydantic_schemas():
+    assert openapi_30(
+        {
+            "anyOf": [{"type": "number", "maximum": 1}, {"type": "null"}],
+            "default": None,
+            "examples": [[1], [2]],
+        }
+    ) == {"type": "number", "maximum": 1, "default": None, "nullable": True, "example": [1]}
+    assert openapi_30({"anyOf": [{"type": "string"}, {"type": "integer"}]}) == {
+        "anyOf": [{"type": "string"}, {"type": "integer"}]
+    }
+    assert openapi_30({"const": "a", "exclusiveMinimum": 0}) == {
+        "enum": ["a"],
+        "minimum": 0,
+        "exclusiveMinimum": True,
+    }
+    assert openapi_30({"items": {"anyOf": [{"type": "string"}, {"type": "null"}]}}) == {
+        "items": {"type": "string", "nullable": True}
+    }
+
+
 # --- what the log keeps of a rejected request -------------------------------------------------
 
 DEPLOYED = Deployment("staging", "release-risk", "3")
@@ -629,6 +690,158 @@ def test_probes_and_metadata(stable):
     assert metadata["environment"] == "staging"
     assert metadata["model_digest"].startswith("sha256:")
     assert metadata["rollout"]["mode"] == "none"
+    assert metadata["load"]["max_concurrency"] == stable.module.MAX_CONCURRENCY
+    Metadata.model_validate(metadata, strict=True)  # the documented shape
+
+
+# --- the API document: what /docs.json says is what the service does -------------------------
+
+
+@pytest.fixture(scope="module")
+def document(stable) -> dict:
+    response = stable.client.get("/docs.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def api(document):
+    from openapi_core import OpenAPI
+
+    return OpenAPI.from_dict(document)  # checks the document against OpenAPI 3.0 first
+
+
+def _conforms(api, method: str, path: str, response) -> None:
+    """Fail unless ``response`` is one the document describes for ``method path``."""
+    from openapi_core.testing import MockRequest, MockResponse
+
+    answer = MockResponse(
+        response.content,
+        response.status_code,
+        dict(response.headers),
+        response.headers["content-type"],
+    )
+    api.validate_response(MockRequest("http://127.0.0.1", method, path), answer)
+
+
+def test_the_api_document_is_openapi_30_and_names_every_status_predict_answers(document):
+    from openapi_spec_validator import OpenAPIV30SpecValidator
+
+    assert [e.message for e in OpenAPIV30SpecValidator(document).iter_errors()] == []
+    assert document["openapi"].startswith("3.0.")
+    assert '"null"' not in json.dumps(document)  # OpenAPI 3.0 has nullable, not type null
+    assert set(document["paths"]) == {
+        "/predict",
+        "/metadata",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/metrics",
+    }
+    predict = document["paths"]["/predict"]["post"]
+    assert predict["requestBody"]["required"] is True
+    assert set(predict["requestBody"]["content"]) == {"application/json"}
+    assert set(predict["responses"]) == {"200", "400", "415", "500", "503", "504"}
+    assert predict["responses"]["503"]["headers"]["Retry-After"]["required"] is True
+    schemas = document["components"]["schemas"]
+    record = schemas["ReleaseRecord"]
+    assert record["additionalProperties"] is False
+    assert set(record["required"]) == set(VALID) - {"test_coverage"}
+    assert record["properties"]["test_coverage"]["nullable"] is True
+    assert record["properties"]["release_date"] == {
+        "format": "date",
+        "title": "Release Date",
+        "type": "string",
+    }
+    assert {schemas["ReleaseRecord"]["properties"][n]["type"] for n in CONFIG.features} == {
+        "integer",
+        "number",
+    }
+    records = schemas["PredictRequest"]["properties"]["records"]
+    assert (records["minItems"], records["maxItems"]) == (1, 1000)
+    assert schemas["Refusal"]["properties"]["detail"]["items"] == {
+        "$ref": "#/components/schemas/FieldError"
+    }
+
+
+def test_the_documented_example_is_a_valid_request_and_is_answered(stable, api, document):
+    from openapi_core.testing import MockRequest
+
+    schema = document["components"]["schemas"]["PredictRequest"]
+    body = json.dumps({"records": schema["properties"]["records"]["example"]}).encode()
+    api.validate_request(MockRequest("http://127.0.0.1", "post", "/predict", data=body))
+    response = stable.client.post(
+        "/predict", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    _conforms(api, "post", "/predict", response)
+
+
+ANSWERS = [
+    ("valid", {"records": [VALID, {**VALID, "test_coverage": None}]}, 200),
+    ("missing imputable field", {"records": [{**VALID, "test_coverage": 1}]}, 200),
+    ("empty records", {"records": []}, 400),
+    ("records not a list", {"records": {}}, 400),
+    ("no records key", {"rows": [VALID]}, 400),
+    *((case, {"records": [{**VALID, **change}]}, 400) for case, change, _ in VIOLATIONS),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status"), ANSWERS, ids=[a[0] for a in ANSWERS])
+def test_every_answer_is_one_the_document_describes(stable, api, case, body, status):
+    response = stable.client.post("/predict", json=body)
+    assert response.status_code == status, (case, response.text)
+    _conforms(api, "post", "/predict", response)
+
+
+@pytest.mark.parametrize(
+    ("body", "media"),
+    [(b"", "application/json"), (b"{not json", "application/json"), (b"{}", "text/plain")],
+)
+def test_refusals_of_unreadable_bodies_are_described_too(stable, api, body, media):
+    response = stable.client.post("/predict", content=body, headers={"Content-Type": media})
+    assert response.status_code in (400, 415)
+    _conforms(api, "post", "/predict", response)
+
+
+def test_metadata_is_described(stable, api):
+    _conforms(api, "get", "/metadata", stable.client.get("/metadata"))
+
+
+def test_past_max_concurrency_predict_is_a_503_with_retry_after(stable, api):
+    admission = stable.module.ADMISSION
+    before, logged = admission.shed, len(_flushed_log(stable))
+    admission.in_flight += admission.limit  # as if that many requests were being scored
+    try:
+        response = stable.client.post("/predict", json={"records": [VALID]})
+    finally:
+        admission.in_flight -= admission.limit
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == str(stable.module.RETRY_AFTER_S)
+    assert "overloaded" in response.json()["error"]
+    _conforms(api, "post", "/predict", response)
+    assert admission.shed == before + 1
+    assert len(_flushed_log(stable)) == logged  # refused before it was read: nothing to log
+    assert stable.client.post("/predict", json={"records": [VALID]}).status_code == 200
+    assert admission.in_flight == 0
+
+
+def test_the_batchers_own_503_gets_the_same_body_and_retry_after(stable):
+    from starlette.responses import JSONResponse
+    from starlette.testclient import TestClient
+
+    async def shedding(scope, receive, send):  # what BentoML answers when the batcher sheds
+        error = {"error": "An unexpected error has occurred, please check the server log."}
+        await JSONResponse(error, status_code=503)(scope, receive, send)
+
+    admission = stable.module.ADMISSION
+    before = admission.shed
+    client = TestClient(stable.module.ShedLoad(shedding))  # no lifespan: a bare ASGI app
+    response = client.post("/predict", json={"records": [VALID]})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == str(stable.module.RETRY_AFTER_S)
+    assert response.json()["error"].startswith("overloaded")
+    assert (admission.shed, admission.in_flight) == (before + 1, 0)
 
 
 def test_the_trained_forests_are_scored_tree_by_tree_with_the_same_answers(trained):

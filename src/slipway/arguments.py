@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port", type=int, help="port on 127.0.0.1 (default: 3000 staging, 3001 production)"
     )
+    p.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port, each with the models loaded and at most "
+        "SLIPWAY_MAX_CONCURRENCY (default 32) requests at once, then 503 with Retry-After; "
+        "a worker that dies is replaced (default: %(default)s)",
+    )
     _environments_option(p)
     _timeout_option(p, "readiness")
 
@@ -426,6 +435,12 @@ def _max_p95_option(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="largest allowed p95 latency of single-record calls (default: %(default)s)",
     )
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def _timeout_option(parser: argparse.ArgumentParser, what: str) -> None:

@@ -22,10 +22,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     config = config_of(args)
     running = start_server(
-        config, registry_of(), path, args.config, args.port, args.timeout, progress
+        config,
+        registry_of(),
+        path,
+        args.config,
+        args.port,
+        args.timeout,
+        progress,
+        workers=args.workers,
     )
+    workers = f", {args.workers} workers" if args.workers > 1 else ""
     print(
-        f"{args.environment} v{running['version']} ready at {running['url']} (pid {running['pid']})"
+        f"{args.environment} v{running['version']} ready at {running['url']} "
+        f"(pid {running['pid']}{workers})"
     )
     return 0
 

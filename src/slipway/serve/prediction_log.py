@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,10 +37,12 @@ class PredictionLog:
     new batch would pass ``capacity``, the batch is dropped and its records counted in
     ``dropped``. The writer rotates ``predictions.jsonl`` to
     ``predictions-<UTC time>-<n>.jsonl`` before it would pass ``max_bytes``, keeping ``keep``
-    old files. A write that fails is counted in ``errors`` and its records are lost.
+    old files. A write that fails is counted in ``errors`` and its records are lost. Several
+    processes (a server's workers) may share one directory: their writes take turns.
     """
 
     FILENAME = "predictions.jsonl"
+    LOCKNAME = "predictions.lock"  # held by the worker writing, when several share the file
 
     def __init__(
         self, directory: Path, max_bytes: int = 10 << 20, keep: int = 20, capacity: int = 20_000
@@ -125,23 +128,31 @@ class PredictionLog:
             handle.close()
 
     def _write(self, handle: IO[bytes] | None, lines: list[bytes]) -> IO[bytes]:
-        """Append ``lines``; rotate first whenever the next line would pass ``max_bytes``."""
-        if handle is None or handle.closed:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle = self.path.open("ab")
-        size = handle.tell()
-        chunk: list[bytes] = []
-        for line in lines:
-            if size and size + len(line) > self.max_bytes:
-                handle.write(b"".join(chunk))
-                handle.close()
-                self._rotate()
+        """Append ``lines``; rotate first whenever the next line would pass ``max_bytes``.
+
+        Every worker of a server appends to the same file: each write holds an exclusive
+        lock on ``predictions.lock``, reopens the file when another worker rotated it, and
+        counts the size the file really has, so lines never interleave and one rotates.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with _locked(self.directory / self.LOCKNAME):
+            if handle is None or handle.closed or not _same_file(handle, self.path):
+                if handle is not None:
+                    handle.close()
                 handle = self.path.open("ab")
-                size, chunk = 0, []
-            chunk.append(line)
-            size += len(line)
-        handle.write(b"".join(chunk))
-        handle.flush()
+            size = os.fstat(handle.fileno()).st_size
+            chunk: list[bytes] = []
+            for line in lines:
+                if size and size + len(line) > self.max_bytes:
+                    handle.write(b"".join(chunk))
+                    handle.close()
+                    self._rotate()
+                    handle = self.path.open("ab")
+                    size, chunk = 0, []
+                chunk.append(line)
+                size += len(line)
+            handle.write(b"".join(chunk))
+            handle.flush()
         return handle
 
     def _rotate(self) -> None:
@@ -151,6 +162,25 @@ class PredictionLog:
         rotated = sorted(self.directory.glob("predictions-*.jsonl"))
         for old in rotated[: max(0, len(rotated) - self.keep)]:
             old.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created when missing), across processes."""
+    with path.open("ab") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _same_file(handle: IO[bytes], path: Path) -> bool:
+    """Whether ``handle`` is still open on the file at ``path`` (not rotated away)."""
+    try:
+        return os.fstat(handle.fileno()).st_ino == path.stat().st_ino
+    except OSError:
+        return False
 
 
 def _line(record: Mapping[str, Any]) -> bytes:

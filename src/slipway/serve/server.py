@@ -68,13 +68,15 @@ def start_server(
     progress: Progress = lambda _m: None,
     slot: str | None = None,
     bento_tag: str | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """``bentoml serve`` the environment's manifest on 127.0.0.1; wait for ``/readyz``.
 
     The versions the manifest names are imported into the BentoML store first (reused when
     present). The server's PID, URL and log file are recorded in :func:`server_state` under
     ``slot`` (default: the environment). With ``bento_tag`` the server runs that Bento — its
-    bundled code and contract — instead of the working tree's service.
+    bundled code and contract — instead of the working tree's service. ``workers`` processes
+    serve the port (``SLIPWAY_WORKERS``); BentoML starts a new one when one dies.
     """
     import requests
 
@@ -111,6 +113,7 @@ def start_server(
         SLIPWAY_ENV=environment,
         SLIPWAY_MANIFEST=str(manifest_file.resolve()),
         SLIPWAY_CONFIG=str(config_path.resolve()),
+        SLIPWAY_WORKERS=str(workers),
     )
     env.setdefault("SLIPWAY_LOG_DIR", str(log_directory(environment)))
     served = ["bento.service:ReleaseRisk", "--working-dir", str(REPO_ROOT)]
@@ -154,6 +157,7 @@ def start_server(
         "url": url,
         "version": str(manifest.version),
         "bento_tag": bento_tag,
+        "workers": workers,
         "rollout": manifest.rollout.model_dump(),
         "log": str(log),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from slipway.config import Column, Impute, ModelConfig
 from slipway.manifests import Manifest
@@ -60,12 +62,26 @@ class _Record(BaseModel):
 class Prediction(BaseModel):
     """The answer for one release."""
 
+    model_config = ConfigDict(extra="forbid")
+
     release_id: str
     high_risk: bool
     probability: float = Field(ge=0, le=1)
     model_version: str
     request_id: str
-    imputed: list[str] = Field(default_factory=list)
+    imputed: list[str] = Field(description="the features imputed because they were null")
+
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value: Any) -> Any:
+    """Only ``YYYY-MM-DD`` text (or a date) is a date: not a timestamp, not a datetime."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and ISO_DATE.fullmatch(value):
+        return value
+    raise PydanticCustomError("date_type", "Input should be a date as text: YYYY-MM-DD")
 
 
 def _field(spec: Column) -> tuple[Any, Any]:
@@ -82,7 +98,7 @@ def _field(spec: Column) -> tuple[Any, Any]:
     elif spec.dtype == "float":
         kind = Annotated[float, Field(strict=True, allow_inf_nan=False, **limits)]
     elif spec.dtype == "date":
-        kind = dt.date
+        kind = Annotated[dt.date, BeforeValidator(_iso_date)]
     else:
         kind = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ID_LENGTH)]
     if isinstance(spec.nulls, Impute):
@@ -94,7 +110,8 @@ def record_model(config: ModelConfig) -> type[BaseModel]:
     """The request schema of one release, generated from ``columns`` in slipway.yaml.
 
     Every contract column but the target is a field: types are strict, ``min``/``max`` become
-    bounds, ``categories`` a ``Literal``; a column whose null policy is ``impute`` may be
+    bounds, ``categories`` a ``Literal``, a date is ``YYYY-MM-DD`` text (OpenAPI's
+    ``format: date``); a column whose null policy is ``impute`` may be
     missing or null, any other is required. Unknown fields are rejected.
     """
     fields = {

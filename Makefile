@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test bench lint clean postgresql
+.PHONY: venv demo test bench lint clean postgresql kubectl
 
 venv: $(STAMP)
 
@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/slipway demo
 
-test: $(STAMP) $(GITHUB_OPENAPI) $(ACTIONLINT) postgresql
+test: $(STAMP) $(GITHUB_OPENAPI) $(ACTIONLINT) postgresql kubectl
 	$(VENV)/bin/python -m pytest
+
+# tests/test_kubernetes.py builds the rendered folders with `kubectl kustomize` (offline). Any
+# kubectl will do; when there is none, Debian's kubernetes-client (8 MB) is installed.
+kubectl:
+	@command -v kubectl >/dev/null || (apt-get update -qq && apt-get install -y -qq kubernetes-client)
 
 # tests/postgres_harness.py runs a PostgreSQL cluster of its own with Debian's initdb (installed
 # here when missing). The package's own cluster service is neither used nor started.

@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         "tag and build its Bento offline; the same version again reuses both.",
     )
     _version_option(p, "package")
+    p.add_argument(
+        "--image",
+        metavar="REF",
+        help="instead of building: record REF (REPO:TAG@sha256:DIGEST), the image "
+        "`bentoml containerize` built from the version's Bento and pushed, on the version; a "
+        "kubernetes target's promotion puts it in the manifest",
+    )
 
     p = sub.add_parser(
         "serve",
@@ -200,8 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fetch the Bento archive of the manifest's version (refused unless its "
         "digest is the manifest's), start it on 127.0.0.1 beside the version serving, smoke-test "
         "it, then switch to it, stop the previous server and move the MLflow alias ENV. When the "
-        "smoke tests fail the previous version keeps serving and the exit code is 1. Writes "
-        "OUT/deploy.json.",
+        "smoke tests fail the previous version keeps serving and the exit code is 1. For "
+        "`target: kubernetes`: wait (--timeout) until the cluster of KUBECONFIG runs the "
+        "manifest's image and its rollout is complete, exit 1 if not; without KUBECONFIG say "
+        "so and exit 0. Writes OUT/deploy.json.",
     )
     p.add_argument("environment", metavar="ENV", help="staging or production")
     _environments_option(p)
@@ -220,6 +229,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("environment", metavar="ENV", help="staging or production")
     p.add_argument("--to", metavar="N", help="the version to go back to")
     p.add_argument("--direct", action="store_true", help="commit the change now (for emergencies)")
+    _environments_option(p)
+
+    p = sub.add_parser(
+        "render",
+        parents=[common],
+        help="write a kubernetes target's objects from environments/ENV.yaml",
+        description="For a manifest with `target: kubernetes`: write the Deployment (the "
+        "version's image by tag and digest), Service, HorizontalPodAutoscaler, "
+        "PodDisruptionBudget and kustomization.yaml under environments/kubernetes/ENV/, and the "
+        "Argo CD Application and Flux Kustomization that sync that folder under "
+        "environments/kubernetes/argocd/ENV.yaml and flux/ENV.yaml. Every object is validated "
+        "against the Kubernetes schemas first. The output depends on the manifest only.",
+    )
+    p.add_argument("environment", metavar="ENV", help="staging or production")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 when the committed files differ from what the manifest "
+        "renders (name them)",
+    )
     _environments_option(p)
 
     p = sub.add_parser(

@@ -18,6 +18,7 @@ from slipway.commands.promote import (
     cmd_deploy,
     cmd_history,
     cmd_promote,
+    cmd_render,
     cmd_rollback,
     cmd_status,
 )
@@ -49,6 +50,7 @@ COMMANDS = {
     "promote": cmd_promote,
     "deploy": cmd_deploy,
     "rollback": cmd_rollback,
+    "render": cmd_render,
     "canary-report": cmd_canary_report,
     "history": cmd_history,
     "status": cmd_status,

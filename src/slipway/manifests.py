@@ -81,6 +81,69 @@ class Promotion(_Strict):
         return self
 
 
+# REPO:TAG@sha256:DIGEST: an image by tag (for people) and digest (what runs).
+IMAGE_PATTERN = r"^[^@\s]+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}@sha256:[0-9a-f]{64}$"
+_QUANTITY = {
+    "cpu": (r"^([0-9]+(\.[0-9]+)?)(m?)$", {"": 1000, "m": 1}, "250m or 1"),
+    "memory": (
+        r"^([0-9]+)(Ki|Mi|Gi|Ti|K|M|G|T)?$",
+        {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+        | {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40},
+        "512Mi or 1Gi",
+    ),
+}
+
+
+def quantity(value: str, kind: Literal["cpu", "memory"]) -> float:
+    """A Kubernetes resource quantity as a number (millicores or bytes); a malformed one is a
+    ValueError that shows the expected form."""
+    pattern, units, example = _QUANTITY[kind]
+    match = re.match(pattern, value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a {kind} quantity; write it like {example}")
+    return float(match.group(1)) * units[match.groups()[-1] or ""]
+
+
+class Kubernetes(_Strict):
+    """The objects ``slipway render ENV`` writes for ``target: kubernetes``: where the image is
+    pushed, which git repository Argo CD or Flux reads, how many replicas and how much CPU and
+    memory each gets."""
+
+    repository: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*(:[0-9]+)?(/[a-z0-9][a-z0-9._-]*)+$")
+    image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
+    git_url: str = Field(pattern=r"^(https://|ssh://|git@)\S+$")
+    git_revision: str = Field(default="main", min_length=1)
+    namespace: str = Field(default="release-risk", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    min_replicas: int = Field(default=2, ge=1)
+    max_replicas: int = Field(default=4, ge=1)
+    cpu_target_percent: int = Field(default=70, ge=1, le=100)
+    min_available: int = Field(default=1, ge=0)
+    cpu_request: str = "250m"
+    cpu_limit: str = "1"
+    memory_request: str = "512Mi"
+    memory_limit: str = "1Gi"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Kubernetes:
+        if self.image is not None and not self.image.startswith(f"{self.repository}:"):
+            raise ValueError(
+                f"image {self.image} is not in repository {self.repository}; promote a version "
+                "whose image was pushed there, or correct `repository`"
+            )
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas is below min_replicas; raise it or lower min_replicas")
+        if self.min_available >= self.min_replicas:
+            raise ValueError(
+                "min_available must be below min_replicas, or no pod can ever be evicted "
+                "(a node drain would hang); lower it or raise min_replicas"
+            )
+        for kind in ("cpu", "memory"):
+            request, limit = getattr(self, f"{kind}_request"), getattr(self, f"{kind}_limit")
+            if quantity(limit, kind) < quantity(request, kind):  # type: ignore[arg-type]
+                raise ValueError(f"{kind}_limit {limit} is below {kind}_request {request}")
+        return self
+
+
 class Manifest(_Strict):
     """One environment: the model, the stable version, the rules of promotion into it, and the
     rollout of a candidate."""
@@ -89,9 +152,10 @@ class Manifest(_Strict):
     model: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     version: int | None = Field(ge=1)
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
-    target: Literal["local"] = "local"
+    target: Literal["local", "kubernetes"] = "local"
     promotion: Promotion = Promotion()
     rollout: Rollout = Rollout()
+    kubernetes: Kubernetes | None = None
 
     @model_validator(mode="after")
     def _deployable(self) -> Manifest:
@@ -103,6 +167,21 @@ class Manifest(_Strict):
             raise ValueError("candidate_version equals version; a rollout needs two versions")
         if self.promotion.from_stage == self.environment:
             raise ValueError("promotion.from names this environment; name the stage before it")
+        if self.target == "kubernetes" and self.kubernetes is None:
+            raise ValueError(
+                "target kubernetes needs a `kubernetes:` section with at least `repository` "
+                "and `git_url` (README: A Kubernetes target for Argo CD and Flux)"
+            )
+        if self.target == "local" and self.kubernetes is not None:
+            raise ValueError(
+                "a `kubernetes:` section is set but target is local; set target: kubernetes "
+                "or remove the section"
+            )
+        if self.target == "kubernetes" and self.rollout.mode != "none":
+            raise ValueError(
+                "rollout modes run on the local target only; set rollout.mode: none for "
+                "target kubernetes"
+            )
         return self
 
     def versions(self) -> list[int]:
@@ -162,6 +241,20 @@ _COMMENTS = {
     "version": "registered version serving the traffic; null: nothing deployed yet",
     "digest": "digest printed by `slipway package` for that version",
     "target": "local: `bentoml serve` on 127.0.0.1",
+    "kubernetes": "the objects `slipway render ENV` writes under environments/kubernetes/",
+    "repository": "image repository the containerize job pushes to (no tag)",
+    "image": "REPO:TAG@sha256:DIGEST of the version's image; set by a promotion",
+    "git_url": "the git repository Argo CD or Flux syncs from",
+    "git_revision": "the branch they follow",
+    "namespace": "namespace of the objects",
+    "min_replicas": "fewest pods (the HorizontalPodAutoscaler's floor)",
+    "max_replicas": "most pods (its ceiling)",
+    "cpu_target_percent": "average CPU use, % of the request, it scales at",
+    "min_available": "pods a voluntary disruption leaves (PodDisruptionBudget)",
+    "cpu_request": "CPU each pod is guaranteed",
+    "cpu_limit": "CPU each pod may use at most",
+    "memory_request": "memory each pod is guaranteed",
+    "memory_limit": "memory each pod may use at most",
     "promotion": "what a version must have done before it comes here",
     "from": "stage the version must have run in first; null: none",
     "soak_hours": "hours it must have run there with passing smoke tests",
@@ -185,6 +278,8 @@ def render_manifest(manifest: Manifest) -> str:
         "# Keys are fixed and always present: a promotion changes the version and digest lines.",
     ]
     for key, value in manifest.model_dump(mode="json", by_alias=True).items():
+        if key == "kubernetes" and value is None:  # only a kubernetes target has the section
+            continue
         if isinstance(value, dict):
             lines.append(f"{key}:  # {_COMMENTS[key]}")
             lines.extend(

@@ -127,6 +127,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from slipway.serve.smoke import records_from_frame
 
     manifest = load_manifest(manifest_path(args.environment, args.environments))
+    if manifest.target == "kubernetes" and manifest.version is not None:
+        return _deploy_kubernetes(args, manifest)
     if manifest.version is None and not server_state(args.environment).is_file():
         # A push that touches the rules of an environment nothing was promoted to yet.
         progress(f"environments/{args.environment}.yaml names no version yet: nothing to deploy")
@@ -175,6 +177,53 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0 if document["status"] == "success" else 1
 
 
+def _deploy_kubernetes(args: argparse.Namespace, manifest) -> int:
+    """A kubernetes target: wait for the rollout Argo CD or Flux starts, record it."""
+    from slipway.fsutil import write_json
+    from slipway.promote.deployments import record_from_env
+    from slipway.promote.kubernetes import check_rollout
+
+    # A GitHub Deployment only when there is a cluster whose rollout says how it went.
+    record = record_from_env(args.environment) if os.environ.get("KUBECONFIG") else None
+    try:
+        if record is not None:
+            record.start(str(manifest.version), str(manifest.digest))
+        document = check_rollout(manifest, args.timeout, progress=progress)
+        if document["status"] != "skipped":
+            _tag_rollout(manifest, document["status"])
+        if record is not None:
+            description = f"v{manifest.version}: {document['reason']}"[:140]
+            record.finish(document["status"], "", description)
+    finally:
+        if record is not None:
+            record.github.close()
+    write_json(args.out / "deploy.json", document)
+    status = document["status"]
+    print(f"deploy of {args.environment} v{manifest.version} ({document['image']}): {status}")
+    progress(document["reason"])
+    github_output({"status": status, "url": "", "pull-request": ""})
+    return 1 if status == "failure" else 0
+
+
+def _tag_rollout(manifest, status: str) -> None:
+    """Record a rollout on the version as a local deploy is recorded: a healthy one (every pod
+    passed its readiness probe) counts as passing smoke tests for the soak and for rollback's
+    last good version."""
+    from datetime import UTC
+
+    from slipway.promote.checks import deployed_tag, smoke_tag
+    from slipway.promote.deploy import RESULT_TAG
+
+    passed = status == "success"
+    tags = {
+        smoke_tag(manifest.environment): "pass" if passed else "fail",
+        RESULT_TAG.format(environment=manifest.environment): status,
+    }
+    if passed:
+        tags[deployed_tag(manifest.environment)] = datetime.now(UTC).isoformat(timespec="seconds")
+    registry_of().tag(manifest.model, str(manifest.version), tags)
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from slipway.promote.promotion import pull_request
     from slipway.promote.rollback import rollback
@@ -187,6 +236,35 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         progress(f"committed {done['committed'][:12]}; push it, and deploy.yml deploys it")
     else:
         report_pull_request(pull_request(done, registry, args.out, "main", "rollback"))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from slipway.fsutil import write_json
+    from slipway.promote import kubernetes
+
+    if args.check:
+        differ = kubernetes.differences(args.environment, args.environments)
+        for path in differ:
+            print(f"differs: {path}")
+        if differ:
+            print(
+                f"environments/{args.environment}.yaml renders other objects than are "
+                f"committed; run `slipway render {args.environment}` and commit them"
+            )
+            return 1
+        print(f"the committed objects of {args.environment} are what its manifest renders")
+        return 0
+    done = kubernetes.render(args.environment, args.environments)
+    write_json(args.out / "render.json", done)
+    for path in done["written"]:
+        print(f"wrote {path}")
+    for path in done["removed"]:
+        print(f"removed {path}")
+    print(
+        f"{args.environment}: {len(done['files'])} files, valid for Kubernetes "
+        f"{done['kubernetes_version']}, {len(done['written'])} changed"
+    )
     return 0
 
 

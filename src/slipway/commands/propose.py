@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from slipway.commands.common import config_of, github_output, progress, registry_of
@@ -108,6 +109,8 @@ def cmd_package(args: argparse.Namespace) -> int:
             f"no version to package: {args.out / 'train.json'} does not exist",
             "pass --version N or run `slipway train` first",
         )
+    if getattr(args, "image", None):
+        return _record_image(args, str(version))
     from slipway.registry import default_tracking_uri
     from slipway.registry_rest import RestReads
 
@@ -119,6 +122,27 @@ def cmd_package(args: argparse.Namespace) -> int:
         registry.close()
     print(f"bento {document['bento_tag']} digest {document['digest']}")
     github_output({"bento-tag": document["bento_tag"], "digest": document["digest"]})
+    return 0
+
+
+def _record_image(args: argparse.Namespace, version: str) -> int:
+    """Tag ``version`` with the image pushed from its Bento (``--image``)."""
+    from slipway.errors import PackagingError
+    from slipway.manifests import IMAGE_PATTERN
+    from slipway.promote.kubernetes import IMAGE_TAG
+
+    if not re.match(IMAGE_PATTERN, args.image):
+        raise PackagingError(
+            f"--image {args.image} is not REPO:TAG@sha256:DIGEST",
+            "pass the pushed image with its tag and its registry digest, e.g. "
+            "`docker inspect --format '{{index .RepoDigests 0}}'` gives REPO@sha256:DIGEST",
+        )
+    config = config_of(args)
+    registry = registry_of()
+    registry.get(config.name, version)  # a version that does not exist is a usage error
+    registry.tag(config.name, version, {IMAGE_TAG: args.image})
+    print(f"{config.name} v{version} image {args.image}")
+    github_output({"image": args.image})
     return 0
 
 

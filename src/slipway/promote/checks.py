@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slipway.manifests import Manifest
+from slipway.promote.kubernetes import IMAGE_TAG, owned
 from slipway.registry import PACKAGE_DIGEST_TAG
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
@@ -20,7 +21,7 @@ DIGEST_TAG = PACKAGE_DIGEST_TAG  # set by `slipway package`: the Bento's digest
 OVERRIDE_FREEZE_LABEL = "slipway/override-freeze"
 # What a promotion may move: the stable version and its digest, and the rollout of a candidate
 # beside it (starting, finishing or aborting a canary). The rest are the environment's rules.
-PROMOTED_FIELDS = frozenset({"version", "digest", "rollout"})
+PROMOTED_FIELDS = frozenset({"version", "digest", "rollout", "kubernetes.image"})
 
 
 def deployed_tag(environment: str) -> str:
@@ -46,9 +47,17 @@ class Check:
 
 
 def one_environment(changed: list[str]) -> Check:
-    """A promotion PR changes exactly one manifest and nothing else."""
-    manifests = sorted(p for p in changed if p.startswith("environments/") and p.endswith(".yaml"))
-    others = sorted(p for p in changed if p not in manifests)
+    """A promotion PR changes exactly one manifest and nothing else (but for a kubernetes
+    target, the objects rendered from that manifest)."""
+    manifests = sorted(
+        p
+        for p in changed
+        if p.startswith("environments/") and p.count("/") == 1 and p.endswith(".yaml")
+    )
+    environment = (
+        manifests[0].removeprefix("environments/").removesuffix(".yaml") if manifests else ""
+    )
+    others = sorted(p for p in changed if p not in manifests and not owned(p, environment))
     if len(manifests) == 1 and not others:
         return Check("one-environment", PASS, f"changes only {manifests[0]}")
     if not manifests:
@@ -67,6 +76,10 @@ def promoted_fields(before: Manifest | None, after: Manifest) -> Check:
         return Check("fields", PASS, "a new manifest")
     old, new = before.model_dump(), after.model_dump()
     moved = sorted(key for key in new if new[key] != old.get(key))
+    if "kubernetes" in moved and old["kubernetes"] and new["kubernetes"]:  # the image moves
+        changed = {k for k, v in new["kubernetes"].items() if v != old["kubernetes"].get(k)}
+        if changed == {"image"}:
+            moved = sorted({*moved} - {"kubernetes"} | {"kubernetes.image"})
     rules = [key for key in moved if key not in PROMOTED_FIELDS]
     if rules:
         return Check("fields", FAIL, f"also changes {', '.join(rules)}: not a promotion")
@@ -112,6 +125,39 @@ def one_open_promotion(path: str, number: int | None, open_files: dict[int, list
             "merge or close it first",
         )
     return Check("one-open-promotion", PASS, f"no other open pull request changes {path}")
+
+
+def image_matches(manifest: Manifest, tags: dict[str, str]) -> Check:
+    """A kubernetes target names the image the containerize job pushed for that version."""
+    if manifest.kubernetes is None:
+        return Check("image", SKIPPED, f"target {manifest.target} runs the Bento, not an image")
+    stored, named = tags.get(IMAGE_TAG), manifest.kubernetes.image
+    if stored is None:
+        return Check(
+            "image",
+            FAIL,
+            f"v{manifest.version} has no pushed image; run the image workflow for it",
+        )
+    if named != stored:
+        return Check(
+            "image", FAIL, f"kubernetes.image is {named}, but v{manifest.version}'s is {stored}"
+        )
+    return Check("image", PASS, f"kubernetes.image is the image pushed for v{manifest.version}")
+
+
+def rendered(differ: list[str] | None) -> Check:
+    """A kubernetes target's committed objects are what its manifest renders (None: a local
+    target, nothing rendered)."""
+    if differ is None:
+        return Check("rendered", SKIPPED, "target local: nothing is rendered")
+    if differ:
+        return Check(
+            "rendered",
+            FAIL,
+            f"{', '.join(differ)} differ from what the manifest renders; run `slipway render "
+            "ENV` and commit them",
+        )
+    return Check("rendered", PASS, "the committed objects are what the manifest renders")
 
 
 def digest_matches(manifest: Manifest, tags: dict[str, str]) -> Check:

@@ -24,7 +24,7 @@ from slipway.manifests import (
     parse_manifest,
     update_manifest,
 )
-from slipway.promote import checks, review
+from slipway.promote import checks, kubernetes, review
 from slipway.promote.repository import git, show, toplevel
 from slipway.promote.review import PullContext
 from slipway.registry import Registry
@@ -50,6 +50,14 @@ def promote(environment: str, version: int, registry: Registry, directory: Path)
         reasons.append(gate.reason)
     if checks.DIGEST_TAG not in tags:
         reasons.append(f"v{version} has no Bento; run `slipway package`")
+    changes: dict[str, Any] = {"version": version, "digest": tags.get(checks.DIGEST_TAG)}
+    if current.target == "kubernetes":
+        if kubernetes.IMAGE_TAG not in tags:
+            reasons.append(
+                f"v{version} has no container image; run the image workflow for it "
+                "(`bentoml containerize` and push, then `slipway package --image REF`)"
+            )
+        changes["kubernetes.image"] = tags.get(kubernetes.IMAGE_TAG)
     if reasons:
         raise PromotionError(
             f"not promoted: {'; '.join(reasons)}",
@@ -57,9 +65,24 @@ def promote(environment: str, version: int, registry: Registry, directory: Path)
             "`slipway package`)",
         )
     before = path.read_text(encoding="utf-8")
-    updated = update_manifest(path, {"version": version, "digest": tags[checks.DIGEST_TAG]})
+    rendered_before = (
+        _rendered_texts(environment, directory) if current.target == "kubernetes" else {}
+    )
+    updated = update_manifest(path, changes)
     after = path.read_text(encoding="utf-8")
+    rendered: dict[str, str] = {}
+    if updated.target == "kubernetes":
+        try:
+            kubernetes.render(environment, directory)
+        except Exception:
+            atomic_write_text(path, before)  # nothing half done: the manifest is as it was
+            raise
+        rendered = {
+            str(p): p.read_text(encoding="utf-8") for p in kubernetes.files(environment, directory)
+        }
     return {
+        "rendered": rendered,
+        "rendered_before": rendered_before,
         "environment": environment,
         "title": title(updated, version),
         "path": str(path),
@@ -123,16 +146,13 @@ def pull_request(
     owners = [o for o in (tags.get("slipway.owners") or "").split(",") if o]
     github = GitHub(token, repo, api_url=env.get("GITHUB_API_URL"))
     try:
+        files = {
+            manifest_file.relative_to(root).as_posix(): manifest_file.read_text(encoding="utf-8")
+        }
+        for name, text in (done.get("rendered") or {}).items():  # a kubernetes target's objects
+            files[Path(name).resolve().relative_to(root).as_posix()] = text
         result = _open_or_update_or_restore(
-            done,
-            github,
-            branch,
-            base,
-            manifest_file.relative_to(root).as_posix(),
-            manifest_file.read_text(encoding="utf-8"),
-            done["title"],
-            text_body,
-            owners,
+            done, github, branch, base, files, done["title"], text_body, owners
         )
     finally:
         github.close()
@@ -153,24 +173,46 @@ def _replace_section(text: str, heading: str, replacement: str | None) -> str:
 
 
 def _open_or_update_or_restore(done: dict[str, Any], github: Any, *args: Any) -> dict[str, Any]:
-    """:func:`~slipway.promote.pull_request.open_or_update`; when GitHub refuses, the manifest
-    is put back as it was (nothing moved), unless ``done["applied"]`` says the change already
-    runs (an aborted canary), and the error says so."""
+    """:func:`~slipway.promote.pull_request.open_or_update_files`; when GitHub refuses, the
+    manifest (and a kubernetes target's rendered files) is put back as it was, unless
+    ``done["applied"]`` says the change already runs (an aborted canary), and the error says
+    so."""
     from slipway.github import GitHubError
-    from slipway.promote.pull_request import open_or_update
+    from slipway.promote.pull_request import open_or_update_files
 
     try:
-        return open_or_update(github, *args)
+        return open_or_update_files(github, *args)
     except GitHubError as exc:
         if done.get("applied") or "before" not in done:
             raise
         atomic_write_text(Path(done["path"]), done["before"])
+        _restore_rendered(done)
         raise GitHubError(
             f"{exc.message}; no pull request was opened, and {done['path']} is as it was",
             exc.hint,
             exc.status,
             exc.endpoint,
         ) from exc
+
+
+def _rendered_texts(environment: str, directory: Path) -> dict[str, str | None]:
+    """The rendered files of ENV as they are now (None: not there), to put back on failure."""
+    own = directory / kubernetes.RENDER_DIR
+    controllers = [own / c / f"{environment}.yaml" for c in kubernetes.CONTROLLERS]
+    paths = [*sorted((own / environment).glob("*")), *controllers]
+    return {str(p): p.read_text(encoding="utf-8") if p.is_file() else None for p in paths}
+
+
+def _restore_rendered(done: dict[str, Any]) -> None:
+    """Put the rendered files of a promotion back as they were before it."""
+    for name, text in (done.get("rendered_before") or {}).items():
+        if text is None:
+            Path(name).unlink(missing_ok=True)
+        else:
+            atomic_write_text(Path(name), text)
+    for name in done.get("rendered") or {}:
+        if name not in (done.get("rendered_before") or {}):
+            Path(name).unlink(missing_ok=True)
 
 
 def _changed_lines(before: str, after: str) -> list[str]:
@@ -229,11 +271,25 @@ def check(
     found += [
         checks.gate_passed(manifest.version, tags),
         checks.digest_matches(manifest, tags),
+        *_kubernetes_checks(environment, directory, manifest, tags),
         checks.candidate_gated(manifest, _candidate_tags(registry, manifest)),
         checks.soaked(manifest, tags, now),
         checks.not_frozen(manifest, now, _override_by(env)),
     ]
     return _document(environment, found, manifest)
+
+
+def _kubernetes_checks(
+    environment: str, directory: Path, manifest: Manifest, tags: dict[str, str]
+) -> list[checks.Check]:
+    """For a kubernetes target: the image is the version's, the objects are rendered."""
+    if manifest.target != "kubernetes":
+        return []
+    try:
+        differ = kubernetes.differences(environment, directory)
+    except ConfigError as exc:
+        differ = [f"(cannot render: {exc.message})"]
+    return [checks.image_matches(manifest, tags), checks.rendered(differ)]
 
 
 def _changed_environment(changed: list[str], root: Path, directory: Path) -> str | None:

@@ -42,7 +42,14 @@ def body(
         "### What changes",
         "",
         f"`environments/{environment}.yaml`: `version` → {version}, "
-        f"`digest` → `{tags.get('slipway.digest')}` (the Bento `slipway package` stored).",
+        f"`digest` → `{tags.get('slipway.digest')}` (the Bento `slipway package` stored)"
+        + (
+            f", `kubernetes.image` → `{tags.get('slipway.image')}`, and the objects "
+            f"`slipway render {environment}` makes of it under `environments/kubernetes/` "
+            "(in this pull request, so the cluster runs exactly what is merged)."
+            if manifest.target == "kubernetes"
+            else "."
+        ),
         "",
         "### Gate",
         "",
@@ -72,9 +79,14 @@ def body(
         "",
         "### On merge",
         "",
-        f"`deploy.yml` runs `slipway deploy {environment}`: the new version starts beside the old "
-        "one, is smoke-tested, and only then takes the traffic. To undo: "
-        f"`slipway rollback {environment}`.",
+        (
+            f"Argo CD or Flux applies `environments/kubernetes/{environment}/`; `deploy.yml` "
+            f"runs `slipway deploy {environment}`, which waits for the rollout to be healthy. "
+            if manifest.target == "kubernetes"
+            else f"`deploy.yml` runs `slipway deploy {environment}`: the new version starts "
+            "beside the old one, is smoke-tested, and only then takes the traffic. "
+        )
+        + f"To undo: `slipway rollback {environment}`.",
     ]
     return "\n".join(lines) + "\n"
 

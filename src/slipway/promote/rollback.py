@@ -7,6 +7,7 @@ committed at once (for emergencies); otherwise it is left for a pull request.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,17 @@ def rollback(
     done["committed"] = None
     if direct:
         try:
-            done["committed"] = _commit(path, f"{done['title']} (direct)")
+            done["committed"] = _commit(path, f"{done['title']} (direct)", done["rendered"])
         except ConfigError:
             path.write_bytes(before)  # nothing half done: the manifest is as it was
             raise
     return done
 
 
-def _commit(path: Path, message: str) -> str:
+def _commit(path: Path, message: str, rendered: dict[str, str]) -> str:
+    """Commit the manifest, and a kubernetes target's rendered objects with it."""
     fix = "commit the manifest yourself, or fix the repository and run rollback again"
-    git(path.parent, "add", "--", path.name, fix=fix)
-    git(path.parent, "commit", "-m", message, "--", path.name, fix=fix)
+    names = [path.name, *(os.path.relpath(name, path.parent) for name in rendered)]
+    git(path.parent, "add", "--", *names, fix=fix)
+    git(path.parent, "commit", "-m", message, "--", *names, fix=fix)
     return git(path.parent, "rev-parse", "HEAD").strip()

@@ -464,3 +464,18 @@ def test_the_bento_carries_the_dockerfile_containerize_builds(
     assert "ENTRYPOINT" in text and (dockerfile.parent / "entrypoint.sh").is_file()
     image = f"{REPOSITORY}:{packaged['bento_tag'].split(':', 1)[1]}@sha256:" + "ab" * 32
     assert re.match(IMAGE_PATTERN, image)
+
+
+def test_the_image_job_is_skipped_under_act_with_a_message(tmp_path):
+    """image.yml under act (no Docker engine): the job succeeds, says why nothing was built, and
+    runs no build, containerize or push step."""
+    from act_harness import make_repo, run_act
+
+    repo, _ = make_repo(tmp_path / "repo", branch="main")
+    event = {"inputs": {"version": "1"}, "repository": {"full_name": "octo/slipway"}}
+    run = run_act(repo, "workflow_dispatch", event, "image.yml", tmp_path / "artifacts")
+    assert run.returncode == 0, run.log[-3000:]
+    assert run.jobs == {"containerize": "succeeded"}
+    assert "act runs without a Docker engine: the image is not built or pushed" in run.log
+    assert "bentoml containerize" not in "".join(run.steps) and "docker push" not in run.log
+    assert run.steps == {"containerize/No Docker engine under act": "success"}, run.steps

@@ -135,3 +135,22 @@ def test_the_license_is_apache_2_and_the_package_says_so():
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+
+
+DOCUMENTS = ["CONTRIBUTING.md", "SECURITY.md", "CHANGELOG.md"]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_the_paths_a_document_names_exist(document):
+    text = (REPO / document).read_text()
+    named = set(re.findall(r"`((?:src|tests|model|actions|\.github|environments)/[\w./-]+)`", text))
+    named |= set(re.findall(r"\b(tests/[\w/]+\.py)\b", text))
+    missing = sorted(path for path in named if "*" not in path and not (REPO / path).exists())
+    assert missing == []
+
+
+def test_the_changelog_keeps_its_format():
+    text = (REPO / "CHANGELOG.md").read_text()
+    assert text.startswith("# Changelog") and "## [Unreleased]" in text
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert re.search(rf"^## \[{re.escape(version)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text, re.M)

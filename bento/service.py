@@ -174,22 +174,31 @@ class ShedLoad:
             ADMISSION.shed += 1
             await _overloaded()(scope, receive, send)
             return
-        replaced = False
+        replaced = answered = False
+
+        def answer() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                ADMISSION.in_flight -= 1
 
         async def sending(message: Any) -> None:
             nonlocal replaced
             if message["type"] == "http.response.start" and message["status"] == 503:
                 replaced = True
                 ADMISSION.shed += 1
+                answer()
                 await _overloaded()(scope, receive, send)
             elif not replaced:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    answer()  # before the last byte leaves: the client's next request may come
                 await send(message)
 
         ADMISSION.in_flight += 1
         try:
             await self.app(scope, receive, sending)
         finally:
-            ADMISSION.in_flight -= 1
+            answer()
 
 
 @functools.cache
@@ -344,9 +353,10 @@ class ReleaseRisk:
         }
 
     # Adaptive batching: concurrent requests are scored together, up to two full requests per
-    # call, so a request of MAX_RECORDS is never split. max_latency_ms is where load shedding
-    # (503) starts, not a fixed wait.
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=2 * MAX_RECORDS, max_latency_ms=3000)
+    # call, so a request of MAX_RECORDS is never split. max_latency_ms is not a fixed wait but
+    # where the batcher sheds (503) a request it expects to wait longer; ShedLoad keeps the
+    # queue to MAX_CONCURRENCY requests first, so this is only a backstop for a slow model.
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=2 * MAX_RECORDS, max_latency_ms=10_000)
     def predict(self, records: Records) -> Answers:
         """Score release records; one answer per record, in order."""
         answers = self.scorer.predict(records)

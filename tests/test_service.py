@@ -368,7 +368,8 @@ def _lines(directory: Path) -> list[dict]:
     return [
         json.loads(line)
         for path in sorted(directory.glob("predictions*.jsonl"))
-        for line in path.read_text().splitlines()
+        for line in path.read_bytes().split(b"\n")  # not splitlines: U+2028 is not a line end
+        if line
     ]
 
 

@@ -12,10 +12,9 @@ contract, in OpenAPI 3.0 form (``nullable``, ``example``).
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from typing_extensions import TypedDict  # pydantic reads Python 3.11's TypedDict only from here
 
 OPENAPI_VERSION = "3.0.3"
 SCHEMAS = "#/components/schemas/"
@@ -26,28 +25,41 @@ class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FieldError(TypedDict):
-    """One reason a request was refused: where (``loc``), which rule (``type``), why."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-    type: Annotated[str, Field(description="pydantic's error type, or unsupported_media_type")]
-    loc: Annotated[list[str | int], Field(description="body key, record index, field")]
-    msg: str
-    url: NotRequired[Annotated[str, Field(description="pydantic's page on the error type")]]
-    input: NotRequired[Annotated[str, Field(description="415: the Content-Type sent")]]
-
-
-class Refusal(_Closed):
-    """The body of a 400 (the records break the contract) or a 415 (the body is not JSON)."""
-
-    error: str
-    detail: list[FieldError] = Field(min_length=1)
-
-
-class Failure(_Closed):
-    """The body of a 5xx: what went wrong, in one sentence."""
-
-    error: str
+# The bodies of refusals and failures, as BentoML (400, 5xx) and JsonOnly (415) write them.
+FIELD_ERROR = {
+    "type": "object",
+    "description": "One reason a request was refused: where (loc), which rule (type), why.",
+    "additionalProperties": False,
+    "required": ["type", "loc", "msg"],
+    "properties": {
+        "type": {"type": "string", "description": "pydantic's error type, or media type"},
+        "loc": {
+            "type": "array",
+            "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            "description": "body key, record index, field; or headers, content-type",
+        },
+        "msg": {"type": "string"},
+        "url": {"type": "string", "description": "pydantic's page on the error type"},
+        "input": {"type": "string", "description": "415: the Content-Type sent"},
+    },
+}
+REFUSAL = {
+    "type": "object",
+    "description": "A 400 (the body is not JSON or breaks the contract) or a 415 (not JSON).",
+    "additionalProperties": False,
+    "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {"type": "array", "minItems": 1, "items": {"$ref": SCHEMAS + "FieldError"}},
+    },
+}
+FAILURE = {
+    "type": "object",
+    "description": "What went wrong, in one sentence.",
+    "additionalProperties": False,
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
 
 
 class Rollout(_Closed):
@@ -118,8 +130,9 @@ def api_document(
         "properties": {"records": records_schema},
         "description": "Release records to score; other keys are ignored.",
     }
-    for model in (prediction, Refusal, Failure, Metadata):
+    for model in (prediction, Metadata):
         schemas[model.__name__] = _schema(TypeAdapter(model), schemas)
+    schemas.update(FieldError=FIELD_ERROR, Refusal=REFUSAL, Failure=FAILURE)
     schemas["Predictions"] = {"type": "array", "items": _ref(prediction.__name__)}
     retry = {
         "Retry-After": {

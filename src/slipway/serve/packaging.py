@@ -52,6 +52,7 @@ SERVICE_MODULES = (
     "manifests.py",
     "probabilities.py",
     "serve/__init__.py",
+    "serve/openapi.py",
     "serve/prediction_log.py",
     "serve/service.py",
 )

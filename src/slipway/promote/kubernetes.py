@@ -324,8 +324,13 @@ def owned(relative: str, environment: str, folder_name: str = "environments") ->
 
 
 def _kubectl(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``kubectl ARGS`` against the cluster of ``KUBECONFIG``."""
     return subprocess.run(
-        ["kubectl", *args], capture_output=True, text=True, check=False, timeout=timeout + 30
+        ["kubectl", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout + 30,
     )
 
 
@@ -368,23 +373,24 @@ def check_rollout(
         )
     where = ["--namespace", spec.namespace]
     deadline = time.monotonic() + timeout
-    running = None
+    running, trouble = None, ""
     while time.monotonic() < deadline:  # the controller applies the merge when it syncs
-        done = _kubectl(
-            "get", "deployment", name, *where, "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}", timeout=30,
-        )  # fmt: skip
+        image = "jsonpath={.spec.template.spec.containers[0].image}"
+        asked = ["get", "deployment", name, *where, "--request-timeout=20s", "-o", image]
+        done = _kubectl(*asked, timeout=30)
         running = done.stdout.strip() if done.returncode == 0 else None
+        trouble = (done.stderr.strip().splitlines() or [""])[-1]
         if running == spec.image:
             break
-        progress(f"waiting for {name} to run {spec.image} (now: {running or 'not there'})")
+        progress(f"waiting for {name} to run {spec.image} (now: {running or trouble})")
         time.sleep(5)
     if running != spec.image:
-        reason = f"{name} never ran {spec.image} within {timeout:.0f} s (runs {running})"
+        now = f"it runs {running}" if running else f"kubectl: {trouble or 'no such Deployment'}"
+        reason = f"{name} never ran {spec.image} within {timeout:.0f} s ({now})"
         return {**document, "status": "failure", "reason": reason}
     left = max(1, int(deadline - time.monotonic()))
-    status = _kubectl("rollout", "status", f"deployment/{name}", *where, f"--timeout={left}s",
-                      timeout=left)  # fmt: skip
+    rollout = ["rollout", "status", f"deployment/{name}", *where, f"--timeout={left}s"]
+    status = _kubectl(*rollout, timeout=left)
     if status.returncode != 0:
         reason = (status.stderr or status.stdout).strip() or "the rollout did not complete"
         return {**document, "status": "failure", "reason": reason}

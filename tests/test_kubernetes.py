@@ -479,3 +479,23 @@ def test_the_image_job_is_skipped_under_act_with_a_message(tmp_path):
     assert "act runs without a Docker engine: the image is not built or pushed" in run.log
     assert "bentoml containerize" not in "".join(run.steps) and "docker push" not in run.log
     assert run.steps == {"containerize/No Docker engine under act": "success"}, run.steps
+
+
+def test_status_compares_git_with_the_rendered_objects_not_a_local_server(environments, registry):
+    from slipway.promote.status import environment_status
+
+    def rendered_findings() -> list[str]:
+        found = environment_status("staging", registry, environments)["findings"]
+        return [f["problem"] for f in found if "render" in f["problem"] + f["fix"]]
+
+    [missing] = rendered_findings()  # nothing rendered yet: every file is missing
+    assert "deployment.yaml" in missing and "kustomization.yaml" in missing
+    assert _render(environments) == 0
+    assert rendered_findings() == []
+    service = environments / "kubernetes" / "staging" / "service.yaml"
+    service.write_text(service.read_text().replace("port: 80", "port: 8080"))
+    [problem] = rendered_findings()
+    assert (
+        problem.startswith("the rendered objects differ from the manifest")
+        and "service.yaml" in problem
+    )

@@ -208,7 +208,7 @@ def _deploy_kubernetes(args: argparse.Namespace, manifest) -> int:
 def _tag_rollout(manifest, status: str) -> None:
     """Record a rollout on the version as a local deploy is recorded: a healthy one (every pod
     passed its readiness probe) counts as passing smoke tests for the soak and for rollback's
-    last good version."""
+    last good version, and moves the alias ENV."""
     from datetime import UTC
 
     from slipway.promote.checks import deployed_tag, smoke_tag
@@ -221,7 +221,10 @@ def _tag_rollout(manifest, status: str) -> None:
     }
     if passed:
         tags[deployed_tag(manifest.environment)] = datetime.now(UTC).isoformat(timespec="seconds")
-    registry_of().tag(manifest.model, str(manifest.version), tags)
+    registry = registry_of()
+    registry.tag(manifest.model, str(manifest.version), tags)
+    if passed:  # as after a local deploy: the alias ENV names what runs there
+        registry.set_alias(manifest.model, manifest.environment, str(manifest.version))
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -51,7 +51,9 @@ def environment_status(environment: str, registry: Registry, directory: Path) ->
         alias, alias_known = None, False
         findings.append({"problem": exc.message, "fix": exc.hint})
     served = serving["version"] if serving else None
-    if serving and not serving["answering"]:
+    if manifest.target == "kubernetes":  # the cluster runs what is rendered: git must agree
+        findings += _rendered_findings(environment, directory)
+    elif serving and not serving["answering"]:
         findings.append(
             {
                 "problem": f"the {environment} server at {serving['url']} does not answer",
@@ -81,6 +83,24 @@ def environment_status(environment: str, registry: Registry, directory: Path) ->
         "alias": alias,
         "findings": findings,
     }
+
+
+def _rendered_findings(environment: str, directory: Path) -> list[dict[str, str]]:
+    """A kubernetes target's committed objects that are not what its manifest renders."""
+    from slipway.promote import kubernetes
+
+    try:
+        differ = kubernetes.differences(environment, directory)
+    except ConfigError as exc:
+        return [{"problem": exc.message, "fix": exc.hint}]
+    if not differ:
+        return []
+    return [
+        {
+            "problem": f"the rendered objects differ from the manifest: {', '.join(differ)}",
+            "fix": f"slipway render {environment}, and commit them",
+        }
+    ]
 
 
 def status(registry: Registry, directory: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from act_harness import pull_request_event as pr_event
 from conftest import edit_config
 from github_emulator import TOKEN
 from postgres_harness import ADMIN, Postgres, TeamMlflow, pg_bin
-from slipway.errors import RegistryError
+from slipway.errors import ConfigError
 from slipway.serve.server import stop_pid
 from test_workflows_promote import (
     MODEL,
@@ -181,11 +181,22 @@ def test_a_user_who_may_only_read_reads_and_is_told_what_to_fix_on_a_write(
     login(monkeypatch, READER)
     registry = MlflowRegistry(auth_server.uri, logs_models=False)
     assert registry.get("owned-by-admin", "1").version == "1"
-    with pytest.raises(RegistryError) as refused:
+    with pytest.raises(ConfigError) as refused:
         registry.set_alias("owned-by-admin", "staging", "1")
     assert "does not let user reader do this (HTTP 403)" in refused.value.message
     assert all(name in refused.value.hint for name in CREDENTIALS), refused.value.hint
     assert refused.value.exit_code == 2
+
+
+def test_rest_reads_are_refused_at_once_without_opening_mlflow(auth_server, monkeypatch):
+    from slipway.registry_rest import RestReads
+
+    login(monkeypatch, (CI_USER[0], "not-the-password"))
+    made: list[int] = []
+    reads = RestReads(auth_server.uri, lambda: made.append(1))
+    with pytest.raises(ConfigError, match=r"asks for a login \(HTTP 401\)"):
+        reads.get(MODEL, "1")
+    assert made == []  # no MLflow client was made only to be refused the same way
 
 
 # -- propose → promote → deploy under act, with the credentials as secrets ---------------------
@@ -276,22 +287,24 @@ def test_propose_promote_deploy_under_act_against_the_team_server(team_world, au
     text = gh.file("slipway/promote-staging", "environments/staging.yaml")
     assert_promotion_diff(staging_before, text, Version(version, digest))
 
+    # act runs the checked-out branch: the promotion PR's, for both checks.
     git(repo, "checkout", "-q", "-B", "slipway/promote-staging", "main")
     (repo / "environments/staging.yaml").write_text(text)
     sha = commit(repo, pull["title"])
-    git(repo, "checkout", "-q", "main")
     event = pr_event(pull["number"], sha, head="slipway/promote-staging")
-    checked = act(world, "pull_request", event, "promote.yml")
+    try:
+        checked = act(world, "pull_request", event, "promote.yml")
+        # The same check with a wrong password in the secret: exit 2, the variables named.
+        wrong = dict(zip(CREDENTIALS, (CI_USER[0], "not-the-password"), strict=True))
+        refused = act(world, "pull_request", event, "promote.yml", secrets=wrong)
+    finally:
+        git(repo, "checkout", "-q", "-f", "main")
     assert checked.returncode == 0 and checked.jobs == {"check": "succeeded"}, explain(checked)
     results = check_results(checked)
     assert all(results.get(c) == "pass" for c in ("version", "gate", "digest")), results
-
-    # The same check with a wrong password in the secret: exit 2, the variables named.
-    wrong = dict(zip(CREDENTIALS, (CI_USER[0], "not-the-password"), strict=True))
-    refused = act(world, "pull_request", event, "promote.yml", secrets=wrong)
     assert refused.jobs == {"check": "failed"}, explain(refused)
     assert "asks for a login (HTTP 401)" in refused.log, explain(refused)
-    assert "exitcode '2'" in refused.log, explain(refused)
+    assert "exit status 2" in refused.log, explain(refused)
     assert f"set {CREDENTIALS[0]} and {CREDENTIALS[1]}" in refused.log, explain(refused)
 
     # deploy: the PR merges; deploy.yml on the deploy runner fetches the Bento by digest from

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from slipway.errors import RegistryError
+from slipway.errors import ConfigError, RegistryError
 from slipway.fsutil import state_dir, tree_digest
 
 try:
@@ -216,11 +216,15 @@ def http_settings() -> dict[str, Any]:
     }
 
 
-def credentials_error(uri: str, status: int) -> RegistryError:
-    """What a tracking server's 401 (who are you?) or 403 (not you) means, and the fix."""
+def credentials_error(uri: str, status: int) -> ConfigError:
+    """What a tracking server's 401 (who are you?) or 403 (not you) means, and the fix.
+
+    A :class:`ConfigError`, not a :class:`RegistryError`: the settings are wrong, not the
+    registry, so no caller takes it for a missing version; every command exits 2 on it.
+    """
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     if status == 403:
-        return RegistryError(
+        return ConfigError(
             f"the MLflow tracking server at {uri} does not let user {user or '(none)'} do this "
             "(HTTP 403)",
             "give that user EDIT permission on the experiment and registered model (or MANAGE), "
@@ -233,14 +237,14 @@ def credentials_error(uri: str, status: int) -> RegistryError:
         else "no credentials were given (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
         "are unset or empty)"
     )
-    return RegistryError(
+    return ConfigError(
         f"the MLflow tracking server at {uri} asks for a login (HTTP 401): {given}",
         "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server "
         "(in a workflow: the repository secrets of those names)",
     )
 
 
-def refused_credentials(exc: BaseException, uri: str) -> RegistryError | None:
+def refused_credentials(exc: BaseException, uri: str) -> ConfigError | None:
     """The :func:`credentials_error` an MLflow (or HTTP) failure stands for; None when it is
     not a 401 or a 403. MLflow's client raises both as ``MlflowException`` with an error code,
     its proxied-artifact client as ``requests.HTTPError``."""

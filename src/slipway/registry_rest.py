@@ -10,7 +10,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from slipway.registry import PREFLIGHT_TIMEOUT_S, ModelRef, Registry, http_settings
+from slipway.registry import (
+    PREFLIGHT_TIMEOUT_S,
+    ModelRef,
+    Registry,
+    credentials_error,
+    http_settings,
+)
 
 
 class RestReads(Registry):
@@ -135,7 +141,8 @@ def _rest_call(
 ) -> tuple[int, Any] | None:
     """``/api/2.0/mlflow/ENDPOINT`` (POST with ``body``, else GET) with MLflow's credentials
     and TLS settings: the status and JSON answer, or None when the URI is no server or no JSON
-    answer came."""
+    answer came. A refused login (401, 403) raises :func:`~slipway.registry.credentials_error`
+    at once: the full registry would only import MLflow to be refused the same way."""
     if not tracking_uri.startswith(("http://", "https://")):
         return None
     import requests  # deferred: only a tracking server needs it
@@ -149,8 +156,13 @@ def _rest_call(
             timeout=PREFLIGHT_TIMEOUT_S,
             **http_settings(),
         )
+    except requests.RequestException:
+        return None
+    if answer.status_code in (401, 403):
+        raise credentials_error(tracking_uri, answer.status_code)
+    try:
         return answer.status_code, answer.json()
-    except (requests.RequestException, ValueError):
+    except ValueError:  # not JSON
         return None
 
 

@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -172,14 +173,20 @@ def _mlflow_server(port: int, env: dict[str, str], log: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def _slipway_server(
-    port: int, config: Path, environments: Path, home: Path, env: dict[str, str]
+    port: int,
+    config: Path,
+    environments: Path,
+    home: Path,
+    env: dict[str, str],
+    workers: int = 1,
 ) -> Iterator[str]:
     """`slipway serve staging` of the manifest in ``environments``; stopped by its PID."""
     serve = [_bin("slipway"), "serve", "staging", "--config", str(config)]
     serve += ["--environments", str(environments)]
     state = home / "serve" / "staging.json"
+    start = [*serve, "--port", str(port), "--timeout", str(READY_TIMEOUT_S)]
     try:
-        _run([*serve, "--port", str(port), "--timeout", str(READY_TIMEOUT_S)], home, env)
+        _run([*start, "--workers", str(workers)], home, env)
         url = json.loads(state.read_text(encoding="utf-8"))["url"]
         assert url == f"http://127.0.0.1:{port}"
         yield url
@@ -232,18 +239,15 @@ def _load(url: str, bodies: list[str], seconds: int, where: Path) -> dict[str, A
     return _wrk(url, bodies, seconds, where / "measure.lua")
 
 
-def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) -> None:
-    from slipway.config import load_config
+def _trained(tmp_path: Path, bench_env: dict[str, str]) -> SimpleNamespace:
+    """Version 1 trained on the committed sample data; the manifest that serves it in staging."""
     from slipway.manifests import Manifest, render_manifest
-    from slipway.probabilities import probability_function
-    from slipway.propose.contract import prepare, read_dataset
-    from slipway.serve.smoke import records_from_frame
 
-    load_before = os.getloadavg()[0]
     home = Path(bench_env["SLIPWAY_HOME"])
     env = {**bench_env, "BENTOML_HOME": str(tmp_path / "bentoml")}
     for name in ("SLIPWAY_ENV", "SLIPWAY_MANIFEST", "SLIPWAY_CONFIG", "SLIPWAY_LOG_DIR"):
         env.pop(name, None)
+    env.pop("SLIPWAY_MAX_CONCURRENCY", None)
     config_path = model_project(
         tmp_path / "model", MODEL_DIR / "data" / "train.csv", MODEL_DIR / "data" / "eval.csv"
     )
@@ -257,6 +261,19 @@ def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) ->
     environments.mkdir()
     manifest = Manifest(environment="staging", model="release-risk", version=1)
     (environments / "staging.yaml").write_text(render_manifest(manifest), encoding="utf-8")
+    return SimpleNamespace(home=home, env=env, config_path=config_path, environments=environments)
+
+
+def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) -> None:
+    from slipway.config import load_config
+    from slipway.probabilities import probability_function
+    from slipway.propose.contract import prepare, read_dataset
+    from slipway.serve.smoke import records_from_frame
+
+    load_before = os.getloadavg()[0]
+    project = _trained(tmp_path, bench_env)
+    home, env = project.home, project.env
+    config_path, environments = project.config_path, project.environments
 
     # The records: the eval set, as a client sends them; the single-row ones without nulls so
     # that MLflow (no imputation) and Slipway (imputes test_coverage) score the same input.
@@ -359,4 +376,81 @@ def test_serving_slipway_vs_mlflow(tmp_path: Path, bench_env: dict[str, str]) ->
         f"{metadata['prediction_log']['written']:,} written, "
         f"{metadata['prediction_log']['dropped']:,} dropped; 1-minute load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (2 cores)"
+    )
+
+
+def _log_counts(logs: Path) -> tuple[int, int]:
+    """Served prediction records in the log, and the records the log says it dropped."""
+    served = dropped = 0
+    for path in logs.glob("predictions*.jsonl"):
+        for line in path.read_bytes().split(b"\n"):
+            if not line:
+                continue
+            record = json.loads(line)
+            if "log_stats" in record:
+                dropped += record["log_stats"]["dropped"]
+            elif record.get("served"):
+                served += 1
+    return served, dropped
+
+
+def test_serving_throughput_by_workers(tmp_path: Path, bench_env: dict[str, str]) -> None:
+    """Requests/s and rows/s of `slipway serve --workers 1` and `--workers 2`, single-row and
+    1,000-row requests, wrk as above; then the prediction log: every answered row written or
+    counted as dropped (each worker writes what it dropped at shutdown)."""
+    from slipway.config import load_config
+    from slipway.propose.contract import read_dataset
+    from slipway.serve.smoke import records_from_frame
+
+    load_before = os.getloadavg()[0]
+    project = _trained(tmp_path, bench_env)
+    config = load_config(project.config_path)
+    records = records_from_frame(read_dataset(MODEL_DIR / "data" / "eval.csv"), config)
+    singles = [json.dumps({"records": [r]}) for r in records[:ROTATING]]
+    batch = json.dumps({"records": records[:BATCH_ROWS]})
+    figures: dict[int, dict[str, Any]] = {}
+    for workers in (1, 2):
+        where = tmp_path / f"workers-{workers}"
+        where.mkdir()
+        # One file that never rotates, so no line is deleted before it is counted.
+        env = {**project.env, "SLIPWAY_LOG_DIR": str(where / "log")}
+        env["SLIPWAY_LOG_MAX_BYTES"] = str(4 << 30)
+        with _slipway_server(
+            free_port(), project.config_path, project.environments, project.home, env, workers
+        ) as url:
+            predict = f"{url}/predict"
+            warm_single = _wrk(predict, singles, WARM_UP_S, where / "warm-single.lua")
+            single = _wrk(predict, singles, SINGLE_S, where / "single.lua")
+            warm_batch = _wrk(predict, [batch], WARM_UP_S, where / "warm-batch.lua")
+            rows = _wrk(predict, [batch], BATCH_S, where / "batch.lua")
+        answered = warm_single["requests"] + single["requests"]
+        answered += (warm_batch["requests"] + rows["requests"]) * BATCH_ROWS
+        served, dropped = _log_counts(where / "log")
+        # wrk counts the answers it read; the server also answered what was in flight at the end
+        assert served + dropped >= answered, (served, dropped, answered)
+        figures[workers] = {
+            "single": single,
+            "batch": rows,
+            "served": served,
+            "dropped": dropped,
+        }
+
+    def line(workers: int) -> str:
+        figure = figures[workers]
+        return (
+            f"{workers} worker{'s' if workers > 1 else ''}: single-row "
+            f"{figure['single']['per_s']:.0f} req/s (p99 {figure['single']['p99_ms']:.1f} ms), "
+            f"{BATCH_ROWS:,}-row {figure['batch']['per_s'] * BATCH_ROWS:,.0f} rows/s "
+            f"({figure['batch']['per_s']:.1f} req/s, p99 {figure['batch']['p99_ms']:.0f} ms); "
+            f"prediction log {figure['served']:,} written, {figure['dropped']:,} dropped"
+        )
+
+    single_ratio = figures[2]["single"]["per_s"] / figures[1]["single"]["per_s"]
+    batch_ratio = figures[2]["batch"]["per_s"] / figures[1]["batch"]["per_s"]
+    report(
+        f"serving by workers, wrk 1 thread x {CONNECTIONS} connections, {SINGLE_S} s single-row "
+        f"and {BATCH_S} s {BATCH_ROWS:,}-row after {WARM_UP_S} s warm-ups: {line(1)}; "
+        f"{line(2)}; 2 workers / 1: single-row {single_ratio:.2f}x, {BATCH_ROWS:,}-row "
+        f"{batch_ratio:.2f}x; 1-minute load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (2 cores, shared with wrk)"
     )

@@ -780,7 +780,13 @@ def test_the_documented_example_is_a_valid_request_and_is_answered(stable, api, 
 
 ANSWERS = [
     ("valid", {"records": [VALID, {**VALID, "test_coverage": None}]}, 200),
-    ("missing imputable field", {"records": [{**VALID, "test_coverage": 1}]}, 200),
+    ("an integer for a number", {"records": [{**VALID, "test_coverage": 1}]}, 200),
+    (
+        "missing imputable field",
+        {"records": [{k: v for k, v in VALID.items() if k != "test_coverage"}]},
+        200,
+    ),
+    ("other keys beside records", {"records": [VALID], "note": "ignored"}, 200),
     ("empty records", {"records": []}, 400),
     ("records not a list", {"records": {}}, 400),
     ("no records key", {"rows": [VALID]}, 400),

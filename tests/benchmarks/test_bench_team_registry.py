@@ -2,10 +2,11 @@
 ``mlflow server`` on PostgreSQL with proxied artifacts, on 127.0.0.1 — vs against the default
 embedded SQLite registry, same run, same model project. Target ratio <= 1.3.
 
-Each side first runs an untimed `slipway train` (it creates the schema and registers version 1,
-made @production so the timed runs gate against a champion, as a real pull request does). Then
-the sides run in turn, three rounds, each run a fresh process with its own BentoML store; the
-figure is the ratio of the medians. The same PostgreSQL server with MLflow's basic-auth app on
+Each side first runs, untimed, `slipway train` (it creates the schema and registers version 1,
+made @production so the timed runs gate against a champion, as a real pull request does) and
+one `slipway pr` (a team's server has served requests before: its first answers load code).
+Then the sides run in turn, five rounds, each run a fresh process; the figure is the ratio of
+the medians. The same PostgreSQL server with MLflow's basic-auth app on
 (credential checks cached, as the README recommends) is timed too and printed, with no target.
 """
 
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' own h
 from postgres_harness import ADMIN, Postgres, TeamMlflow
 
 TARGET_RATIO = 1.3
-ROUNDS = 3
+ROUNDS = 5
 MODEL = "release-risk"
 
 
@@ -72,6 +73,8 @@ def test_pr_against_postgresql_server_vs_sqlite(tmp_path: Path, bench_env: dict[
                 f"MlflowRegistry().set_alias({MODEL!r}, 'production', '1')"
             )
             _run([sys.executable, "-c", promote], tmp_path, env)
+            out = ["--out", str(tmp_path / f"warm-pr-{side}")]
+            _run([*slipway, "pr", "--config", str(config), *out], tmp_path, env)
         seconds: dict[str, list[float]] = {side: [] for side in envs}
         for round_ in range(ROUNDS):
             for side, env in envs.items():

@@ -1043,7 +1043,7 @@ MEDIA = st.sampled_from(
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=PAYLOADS, media=MEDIA)
-def test_fuzz_never_gives_a_5xx(stable, payload, media):
+def test_fuzz_never_gives_a_5xx(stable, api, payload, media):
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     response = stable.client.post("/predict", content=body, headers={"Content-Type": media})
     assert response.status_code < 500, (payload, response.text)
@@ -1052,6 +1052,7 @@ def test_fuzz_never_gives_a_5xx(stable, payload, media):
     else:
         assert response.status_code in (400, 415)
         assert all("loc" in d and "msg" in d for d in response.json()["detail"])
+    _conforms(api, "post", "/predict", response)  # and each answer is one the document names
 
 
 def test_canary_over_http_routes_by_release_id(trained):

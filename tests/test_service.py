@@ -467,6 +467,12 @@ def test_openapi_30_form_of_pydantic_schemas():
     assert openapi_30({"items": {"anyOf": [{"type": "string"}, {"type": "null"}]}}) == {
         "items": {"type": "string", "nullable": True}
     }
+    # a field named like a keyword, and example values, are left as they are
+    named = {"properties": {"examples": {"const": 1}}, "examples": [{"const": None}]}
+    assert openapi_30(named) == {
+        "properties": {"examples": {"enum": [1]}},
+        "example": {"const": None},
+    }
 
 
 # --- what the log keeps of a rejected request -------------------------------------------------

@@ -211,11 +211,18 @@ def openapi_30(schema: Any) -> Any:
     ``anyOf [X, {type: null}]`` becomes X with ``nullable: true``, ``examples`` the first
     ``example``, ``const`` a one-value ``enum``, numeric ``exclusiveMinimum``/``Maximum``
     the boolean form."""
-    if isinstance(schema, list):
-        return [openapi_30(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: openapi_30(value) for key, value in schema.items()}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():  # only subschemas are converted, never names or values
+        if key in ("properties", "patternProperties", "$defs") and isinstance(value, dict):
+            out[key] = {name: openapi_30(sub) for name, sub in value.items()}
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
+            out[key] = [openapi_30(sub) for sub in value]
+        elif key in ("items", "additionalProperties", "not"):
+            out[key] = openapi_30(value)
+        else:
+            out[key] = value
     for key in ("anyOf", "oneOf"):
         members = out.get(key)
         if isinstance(members, list) and {"type": "null"} in members:

@@ -196,6 +196,22 @@ class TeamMlflow:
         )
         answer.raise_for_status()
 
+    def grant(self, username: str, resource_type: str, resource: str, permission: str) -> None:
+        """The admin grants ``username`` ``permission`` (READ, EDIT, MANAGE) on one resource
+        (``experiment`` by id, ``registered_model`` by name)."""
+        answer = requests.post(
+            f"{self.uri}/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": username,
+                "resource_type": resource_type,
+                "resource_id": resource,
+                "permission": permission,
+            },
+            auth=ADMIN,
+            timeout=30,
+        )
+        answer.raise_for_status()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

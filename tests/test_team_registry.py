@@ -187,6 +187,11 @@ def test_a_user_who_may_only_read_reads_and_is_told_what_to_fix_on_a_write(
     assert all(name in refused.value.hint for name in CREDENTIALS), refused.value.hint
     assert refused.value.exit_code == 2
 
+    # The fix the README gives: the admin grants EDIT on the registered model.
+    auth_server.grant(READER[0], "registered_model", "owned-by-admin", "EDIT")
+    registry.set_alias("owned-by-admin", "staging", "1")
+    assert registry.alias("owned-by-admin", "staging").version == "1"
+
 
 def test_rest_reads_are_refused_at_once_without_opening_mlflow(auth_server, monkeypatch):
     from slipway.registry_rest import RestReads

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,20 +102,8 @@ class MlflowServer:
                 cwd=self.root,
                 env={**os.environ, **quiet},
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited: {(self.root / 'server.log').read_text()}"
-                )
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).ok:
-                    return self
-            except (requests.ConnectionError, requests.Timeout):  # still starting, or busy
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server not healthy within {timeout} s")
+        wait_for_server(self.process, self.uri, self.root / "server.log", timeout, self.stop)
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -261,3 +250,22 @@ def run_act(
         f"{m['job']}/{m['step']}": m["result"].lower() for m in map(_STEP_RESULT.match, lines) if m
     }
     return Run(done.returncode, log, jobs, time.monotonic() - started, steps)
+
+
+def wait_for_server(
+    process: subprocess.Popen, uri: str, log: Path, timeout: float, stop: Callable[[], None]
+) -> None:
+    """Wait until the ``mlflow server`` at ``uri`` answers ``/health``; its log in the error
+    when it exits first, and ``stop`` called when it never answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {log.read_text()}")
+        try:
+            if requests.get(f"{uri}/health", timeout=2).ok:
+                return
+        except (requests.ConnectionError, requests.Timeout):  # still starting, or busy
+            pass
+        time.sleep(0.5)
+    stop()
+    raise RuntimeError(f"mlflow server not healthy within {timeout} s")

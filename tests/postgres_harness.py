@@ -19,11 +19,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 
+from act_harness import wait_for_server
 from slipway.serve.server import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -171,20 +171,8 @@ class TeamMlflow:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited: {(self.root / 'server.log').read_text()}"
-                )
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).ok:
-                    return self
-            except (requests.ConnectionError, requests.Timeout):  # still starting, or busy
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server not healthy within {timeout} s")
+        wait_for_server(self.process, self.uri, self.root / "server.log", timeout, self.stop)
+        return self
 
     def add_user(self, username: str, password: str) -> None:
         """A user of the basic-auth app (it gets ``default_permission`` on what others made)."""

@@ -216,14 +216,23 @@ class Emulator:
         self.faults.extend(Fault(status, **fault) for _ in range(times))
 
     def rate_limit(
-        self, times: int = 1, *, retry_after: int | None = 1, reset_in: int = 2, status: int = 403
+        self,
+        times: int = 1,
+        *,
+        retry_after: int | None = 1,
+        reset_in: int = 2,
+        status: int = 403,
+        now: int | None = None,
     ) -> None:
-        """Secondary rate limit: Retry-After, or (``retry_after=None``) remaining 0 + reset."""
+        """Secondary rate limit: Retry-After, or (``retry_after=None``) remaining 0 + reset.
+
+        The reset is ``reset_in`` seconds after ``now`` (epoch seconds; the real clock if unset).
+        """
         headers = {"x-ratelimit-limit": "5000", "x-ratelimit-used": "5000"}
         if retry_after is not None:
             headers["retry-after"] = str(retry_after)
         else:
-            reset = str(int(time.time()) + reset_in)
+            reset = str((int(time.time()) if now is None else now) + reset_in)
             headers |= {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}
         message = "You have exceeded a secondary rate limit. Please wait a few minutes."
         self.fail(status, times, headers=headers, message=message)

@@ -24,10 +24,20 @@ def sleeps() -> list[float]:
     return []
 
 
+NOW = 1_800_000_000  # the test clients' wall clock, in epoch seconds
+
+
 @pytest.fixture
 def github(emulator, sleeps):
-    """A client that records the waits it would make instead of sleeping."""
-    client = GitHub(TOKEN, emulator.repo, api_url=emulator.url, max_wait=120, sleep=sleeps.append)
+    """A client that records the waits it would make instead of sleeping, on a fixed clock."""
+    client = GitHub(
+        TOKEN,
+        emulator.repo,
+        api_url=emulator.url,
+        max_wait=120,
+        sleep=sleeps.append,
+        clock=lambda: NOW,
+    )
     yield client
     client.close()
 
@@ -125,7 +135,9 @@ def test_concurrent_upserts_leave_one_comment(emulator, github):
         ),
         pytest.param(lambda e: e.rate_limit(retry_after=3), [3.0], id="403-secondary-retry-after"),
         pytest.param(
-            lambda e: e.rate_limit(retry_after=None, reset_in=2), [1.5], id="403-remaining-0-reset"
+            lambda e: e.rate_limit(retry_after=None, reset_in=2, now=NOW),
+            [2.0],
+            id="403-remaining-0-reset",
         ),
         pytest.param(
             lambda e: e.fail(403, message="You have exceeded a secondary rate limit"),
@@ -143,7 +155,7 @@ def test_transient_failures_are_retried_and_the_comment_posted_once(
     assert result["action"] == "created"
     assert len(marked(emulator, 11)) == 1
     assert emulator.count("POST", "/comments") == 1
-    assert sleeps == pytest.approx(expected_waits, abs=1.0)
+    assert sleeps == expected_waits  # exactly the waits the policy gives, in order
     faults = sum(1 for _, _, status in emulator.log if status >= 400)
     assert faults == len(expected_waits)
 
@@ -177,12 +189,14 @@ def test_a_wait_longer_than_the_cap_fails_at_once(emulator, sleeps):
     assert "re-run" in caught.value.hint
 
 
-def test_real_sleeps_are_tiny_in_tests(emulator):
-    client = GitHub(TOKEN, emulator.repo, api_url=emulator.url, backoff=0.01)
+def test_the_backoff_doubles_from_its_base_and_sleeps_for_real_by_default(emulator, sleeps):
+    client = GitHub(TOKEN, emulator.repo, api_url=emulator.url, backoff=0.01, sleep=sleeps.append)
     emulator.fail(500, times=3)
-    started = time.monotonic()
     assert client.create_issue_comment(2, "x")["body"] == "x"
-    assert time.monotonic() - started < 2
+    assert sleeps == [0.01, 0.02, 0.04]
+    assert [status for _, _, status in emulator.log] == [500, 500, 500, 201]
+    default = GitHub(TOKEN, emulator.repo, api_url=emulator.url)
+    assert (default._sleep, default._clock) == (time.sleep, time.time)
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -253,22 +267,48 @@ def test_pull_request_from_a_fixed_branch_is_created_once_then_updated(emulator,
     assert github.find_pull_request("feature") is None
 
 
-def test_pull_request_created_concurrently_is_updated_instead(emulator, github, monkeypatch):
-    github.upsert_pull_request("slipway/retrain", "main", "t", "b")
-    monkeypatch.setattr(github, "find_pull_request", _missing_once(github.find_pull_request))
-    result = github.upsert_pull_request("slipway/retrain", "main", "t2", "b2")
-    assert result["action"] == "updated"
+def race(emulator: Emulator, *calls) -> list:
+    """Run each of ``calls(client)`` in its own thread with its own client, every one's first GET
+    held at the emulator's barrier until all have sent it: each looks before any acts."""
+
+    def release() -> None:  # later GETs (a loser looking again) are not held
+        emulator.hold = None
+
+    emulator.hold = threading.Barrier(len(calls), action=release)
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        client = GitHub(TOKEN, emulator.repo, api_url=emulator.url, timeout=90)
+        try:
+            results[index] = calls[index](client)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    emulator.hold = None
+    assert errors == []
+    return results
+
+
+def test_pull_request_created_concurrently_is_updated_instead(emulator):
+    first, second = race(
+        emulator,
+        lambda g: g.upsert_pull_request("slipway/retrain", "main", "t1", "b1"),
+        lambda g: g.upsert_pull_request("slipway/retrain", "main", "t2", "b2"),
+    )
+    assert sorted([first["action"], second["action"]]) == ["created", "updated"]
+    assert first["number"] == second["number"]
     assert len(emulator.pulls) == 1
-
-
-def _missing_once(find):
-    calls = []
-
-    def wrapper(*args, **kwargs):
-        calls.append(args)
-        return None if len(calls) == 1 else find(*args, **kwargs)
-
-    return wrapper
+    assert emulator.count("POST", "/pulls") == 2  # both looked, found none and tried to open it
+    assert [s for m, p, s in emulator.log if m == "POST" and "/pulls" in p].count(422) == 1
+    assert emulator.count("PATCH", "/pulls/") == 1
 
 
 def test_pull_request_from_a_missing_branch_names_the_field(emulator, github):
@@ -374,19 +414,15 @@ def test_ensure_branch_from_a_missing_ref_names_it(emulator, github):
     assert "new" not in emulator.branches
 
 
-def test_ensure_branch_created_concurrently_returns_its_head(emulator, github, monkeypatch):
-    real_head = github._head
-    calls = []
-
-    def racing_head(branch):
-        calls.append(branch)
-        if len(calls) == 1:  # another run creates it right after this run looked
-            emulator.push("race", {"a": "b"})
-            return None
-        return real_head(branch)
-
-    monkeypatch.setattr(github, "_head", racing_head)
-    assert github.ensure_branch("race", "main") == emulator.branches["race"]
+def test_ensure_branch_created_concurrently_returns_its_head(emulator):
+    heads = race(
+        emulator,
+        lambda g: g.ensure_branch("race", "main"),
+        lambda g: g.ensure_branch("race", "main"),
+    )
+    assert heads == [emulator.branches["race"]] * 2 == [emulator.branches["main"]] * 2
+    posts = [s for m, p, s in emulator.log if m == "POST" and "/git/refs" in p]
+    assert sorted(posts) == [201, 422]  # both found no branch; the second create was refused
 
 
 def test_reset_branch_forces_the_head_back(emulator, github):
@@ -607,7 +643,7 @@ def test_transient_failures_on_promotion_calls_apply_once(
     call(github, emulator)
     assert applied(emulator) == 1
     assert emulator.count(sends[0], sends[1]) == sends[2]
-    assert sleeps == pytest.approx(waits, abs=1.0)
+    assert sleeps == waits
 
 
 def test_a_deployment_of_an_unknown_ref_names_it(emulator, github):

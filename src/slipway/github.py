@@ -40,7 +40,10 @@ _HINTS = {
 
 
 class GitHub(RepositoryContent):
-    """One repository on GitHub (or GitHub Enterprise Server: pass its ``api_url``)."""
+    """One repository on GitHub (or GitHub Enterprise Server: pass its ``api_url``).
+
+    ``sleep`` and ``clock`` (the time a rate-limit reset is counted from) are seams for tests.
+    """
 
     def __init__(
         self,
@@ -53,6 +56,7 @@ class GitHub(RepositoryContent):
         backoff: float = 1.0,
         max_wait: float = 90.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not token:
             raise GitHubError("no GitHub token", "set GITHUB_TOKEN (the workflow's token)")
@@ -65,6 +69,7 @@ class GitHub(RepositoryContent):
         self.backoff = backoff
         self.max_wait = max_wait
         self._sleep = sleep
+        self._clock = clock
         self._token = token
         self._session = requests.Session()
         self._session.headers.update(
@@ -130,7 +135,7 @@ class GitHub(RepositoryContent):
         """
         if response.status_code not in RETRY_STATUSES and not _rate_limited(response):
             return None
-        asked = _asked_wait(response.headers)
+        asked = _asked_wait(response.headers, self._clock())
         if asked is None and _rate_limited(response):
             asked = 60.0
         return asked if asked is not None else min(self.backoff * 2**attempt, self.max_wait)
@@ -343,7 +348,7 @@ def _field_errors(response: requests.Response) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def _asked_wait(headers: Mapping[str, str]) -> float | None:
+def _asked_wait(headers: Mapping[str, str], now: float) -> float | None:
     """The wait GitHub asks for: ``Retry-After`` (seconds or a date), else the rate-limit reset."""
     retry_after = headers.get("retry-after")
     if retry_after:
@@ -351,12 +356,12 @@ def _asked_wait(headers: Mapping[str, str]) -> float | None:
             return max(0.0, float(retry_after))
         except ValueError:
             try:
-                return max(0.0, parsedate_to_datetime(retry_after).timestamp() - time.time())
+                return max(0.0, parsedate_to_datetime(retry_after).timestamp() - now)
             except (TypeError, ValueError):
                 return None
     if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
         try:
-            return max(0.0, float(headers["x-ratelimit-reset"]) - time.time())
+            return max(0.0, float(headers["x-ratelimit-reset"]) - now)
         except ValueError:
             return None
     return None

@@ -159,6 +159,57 @@ def test_measure_latency_times_each_call_through_the_serving_path(kind):
         if kind == "forest"
         else LogisticRegression()
     ).fit(features, target)
-    timings = measure_latency(model, features, calls=7)
-    assert timings.shape == (7,)
-    assert (timings > 0).all()
+    durations = [0.5, 0.25, 0.125, 2.0, 0.0625, 1.0, 0.75]  # seconds each call takes
+    ticks = iter(t for i, d in enumerate(durations) for t in (10.0 * i, 10.0 * i + d))
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(next(ticks))
+        return reads[-1]
+
+    timings = measure_latency(model, features, calls=7, clock=clock)
+    # Each call's own start-to-end time, in milliseconds; the warm-up call is not timed.
+    assert timings.tolist() == [d * 1000 for d in durations]
+    assert len(reads) == 2 * 7
+
+
+def test_measure_latency_times_one_single_row_scoring_between_its_clock_reads():
+    from sklearn.linear_model import LogisticRegression
+
+    from slipway.propose.gate_rules import measure_latency
+
+    class Counting:
+        """The model, counting the rows of each scoring call it gets."""
+
+        def __init__(self, model) -> None:
+            self.model, self.rows = model, []
+
+        def predict_proba(self, frame):
+            self.rows.append(len(frame))
+            return self.model.predict_proba(frame)
+
+    rng = np.random.default_rng(4)
+    features = pd.DataFrame(rng.normal(size=(50, 3)), columns=list("abc"))
+    model = Counting(LogisticRegression().fit(features, features["a"] > 0))
+    seen: list[int] = []  # how many calls were made at each clock read
+
+    def clock() -> float:
+        seen.append(len(model.rows))
+        return float(len(seen))
+
+    measure_latency(model, features, calls=4, clock=clock)
+    assert model.rows == [1] * 5  # a warm-up, then four single-row calls
+    assert seen == [1, 2, 2, 3, 3, 4, 4, 5]  # each timed span holds exactly one of them
+
+
+def test_the_latency_gate_judges_the_95th_percentile_of_the_timings():
+    # 90 calls of 1 ms and 10 of 50 ms: mean 5.9 and median 1 are within 10 ms, the p95 is not.
+    slow_tail = gate_rules.latency(RULES, np.array([1.0] * 90 + [50.0] * 10), 4.0, seed=0)
+    assert (slow_tail.status, slow_tail.value) == (gate_rules.FAIL, 50.0)
+    assert slow_tail.delta == 46.0 and slow_tail.reason.endswith("50.00 ms (> 10.0 ms)")
+    # 96 of 1 ms and 4 of 50 ms: the max is over the limit, the p95 (1 ms) is within it.
+    rare = gate_rules.latency(RULES, np.array([1.0] * 96 + [50.0] * 4), None, seed=0)
+    assert (rare.status, rare.value) == (gate_rules.PASS, 1.0)
+    # Between two order statistics the p95 interpolates: rank 0.95 * 19 = 18.05 of 1..20 ms.
+    spread = gate_rules.latency(RULES, np.arange(1.0, 21.0), None, seed=0)
+    assert spread.value == pytest.approx(19.05) and spread.status == gate_rules.FAIL

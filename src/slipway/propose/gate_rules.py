@@ -7,6 +7,7 @@ so the eval set cannot tell signal from noise) and ``skipped`` (nothing to compa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -185,11 +186,14 @@ def stability(gates: Gates, flip_rate: float | None, samples: dict, confidence: 
     )
 
 
-def measure_latency(model: Any, features: pd.DataFrame, calls: int) -> np.ndarray:
+def measure_latency(
+    model: Any, features: pd.DataFrame, calls: int, clock: Callable[[], float] = time.perf_counter
+) -> np.ndarray:
     """Milliseconds of ``calls`` single-row scorings of eval rows, the way the service scores.
 
     The service scores through :func:`slipway.probabilities.probability_function` (a forest's trees
     summed directly when that gives exactly ``predict_proba``'s answers), so that is what is timed.
+    ``clock`` (seconds) is a seam for tests.
     """
     from slipway.probabilities import probability_function
 
@@ -198,9 +202,9 @@ def measure_latency(model: Any, features: pd.DataFrame, calls: int) -> np.ndarra
     score(rows[0])  # warm-up
     timings = np.empty(calls)
     for i, row in enumerate(rows):
-        start = time.perf_counter()
+        start = clock()
         score(row)
-        timings[i] = (time.perf_counter() - start) * 1000
+        timings[i] = (clock() - start) * 1000
     return timings
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from slipway.cli import main
@@ -573,7 +574,24 @@ def test_the_report_reads_the_rollout_from_a_real_log(served_log, tmp_path):
     assert document["verdict"] == ABORT  # the candidate calls every release high-risk
     [reason] = document["reasons"]
     assert reason.startswith("max_high_risk_share_change: high-risk share change +1.0000")
-    assert stable["p95_latency_ms"]["value"] > 0
+    # The p95 of the stable route's batch latencies as logged, one per batch (its rows share it):
+    # the canary's batches and the shadow's, not the batch before the canary.
+    stable_ids = {*expected["stable"], *(f"REL-{i}" for i in range(400, 400 + SHADOW_ROWS))}
+    logged = [
+        json.loads(line)
+        for path in sorted(served_log.glob("predictions*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line.endswith("}")
+    ]
+    batches = {
+        (r["timestamp"], r["latency_ms"])
+        for r in logged
+        if r.get("route") == "stable" and r.get("release_id") in stable_ids
+    }
+    assert len(batches) == stable["batches"] == 30
+    assert stable["p95_latency_ms"]["value"] == pytest.approx(
+        float(np.percentile([latency for _at, latency in batches], 95)), rel=1e-12
+    )
     assert stable["p95_latency_ms"]["interval"][1] is None  # 30 batches cannot bound a p95
     assert candidate["recall"] is None
 

@@ -74,8 +74,16 @@ pytestmark = [
 
 # --- the request schema, generated from the contract -------------------------------------------
 
+MISSING = object()  # a change that leaves the field out of the record
+
+
+def _changed(change: dict) -> dict:
+    """``VALID`` with ``change`` applied: a field whose value is ``MISSING`` is left out."""
+    return {k: v for k, v in {**VALID, **change}.items() if v is not MISSING}
+
+
 VIOLATIONS = [
-    ("missing required field", {"team": None}, "team"),
+    ("missing required field", {"team": MISSING}, "team"),
     ("unknown category", {"team": "billing"}, "team"),
     ("below min", {"code_changes": -1}, "code_changes"),
     ("above max", {"historical_failure_rate": 1.5}, "historical_failure_rate"),
@@ -89,6 +97,7 @@ VIOLATIONS = [
     ("empty id", {"release_id": ""}, "release_id"),
     ("coverage out of range", {"test_coverage": 140}, "test_coverage"),
     ("unknown field", {"owner": "me"}, "owner"),
+    ("null for a required field", {"team": None}, "team"),
 ]
 # The rule each violation breaks, as a rejected request's log record names it.
 REASONS = {
@@ -106,14 +115,13 @@ REASONS = {
     "empty id": "length",
     "coverage out of range": "out_of_range",
     "unknown field": "unknown_field",
+    "null for a required field": "enum",  # null is a value, and not one of the categories
 }
 
 
 @pytest.mark.parametrize(("case", "change", "field"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
 def test_schema_rejects_each_contract_violation_by_name(case, change, field):
-    record = {**VALID, **change}
-    if change.get("team", "") is None:
-        del record["team"]
+    record = _changed(change)
     with pytest.raises(ValidationError) as caught:
         record_model(CONFIG).model_validate(record)
     assert [err["loc"][0] for err in caught.value.errors()] == [field], case
@@ -124,7 +132,8 @@ def test_schema_accepts_valid_records_and_a_missing_imputable_field():
     assert model.model_validate(VALID).test_coverage == 63.7
     without = {k: v for k, v in VALID.items() if k != "test_coverage"}
     assert model.model_validate(without).test_coverage is None
-    assert model.model_validate(example_record(CONFIG))
+    example = example_record(CONFIG)
+    assert model.model_validate(example).model_dump(mode="json") == example  # valid, unchanged
     assert CONFIG.target.column not in model.model_fields
 
 
@@ -387,24 +396,28 @@ def test_log_rotates_by_size_and_loses_nothing(tmp_path):
 
 
 def test_log_drops_and_counts_when_full_without_blocking(tmp_path):
-    gate = threading.Event()
+    writing, release = threading.Event(), threading.Event()
 
     class Stuck(PredictionLog):
         def _write(self, handle, lines):
-            gate.wait(10)
+            writing.set()
+            release.wait(60)  # held until the test releases it (the timeout is only a safety net)
             return super()._write(handle, lines)
 
     log = Stuck(tmp_path, capacity=10)
-    started = time.perf_counter()
-    for i in range(100):
-        log.append([{"i": i}])
-    assert time.perf_counter() - started < 0.5  # never blocks the caller
-    gate.set()
+    log.append([{"i": 0}])
+    assert writing.wait(60)  # the writer has record 0 and is held
+    caller = threading.Thread(target=lambda: [log.append([{"i": i}]) for i in range(1, 100)])
+    caller.start()
+    caller.join(60)
+    # Every append returned while the writer was still held: the caller never waits for it.
+    assert not caller.is_alive() and not release.is_set()
+    assert log.dropped == 90  # record 0 being written and 1-9 queued fill the capacity of 10
+    release.set()
     assert log.flush()
     log.close()
-    assert log.written + log.dropped == 100
-    assert log.dropped >= 89
-    assert len(_lines(tmp_path)) == log.written
+    assert log.written == 10
+    assert sorted(r["i"] for r in _lines(tmp_path)) == list(range(10))
 
 
 def test_log_drops_a_batch_that_does_not_fit_and_counts_its_records(tmp_path):
@@ -796,7 +809,7 @@ ANSWERS = [
     ("empty records", {"records": []}, 400),
     ("records not a list", {"records": {}}, 400),
     ("no records key", {"rows": [VALID]}, 400),
-    *((case, {"records": [{**VALID, **change}]}, 400) for case, change, _ in VIOLATIONS),
+    *((case, {"records": [_changed(change)]}, 400) for case, change, _ in VIOLATIONS),
 ]
 
 
@@ -888,9 +901,7 @@ def test_answers_equal_in_process_predictions_for_the_eval_set(trained, stable):
 
 @pytest.mark.parametrize(("case", "change", "field"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
 def test_each_contract_violation_is_a_400_naming_the_field(stable, case, change, field):
-    record = {**VALID, **change}
-    if change.get("team", "") is None:
-        del record["team"]
+    record = _changed(change)
     response = stable.client.post("/predict", json={"records": [VALID, record]})
     assert response.status_code == 400, case
     detail = response.json()["detail"]
@@ -901,8 +912,9 @@ def test_each_contract_violation_is_a_400_naming_the_field(stable, case, change,
     assert [(e["field"], e["reason"]) for e in logged["errors"]] == [
         (f"records.1.{field}", REASONS[case])
     ]
-    sent = record.get(field)
-    assert logged["errors"][0]["value"] == (None if sent is None else json.dumps(sent))
+    # The value as sent, in JSON ("null" for a null); none for a field left out.
+    sent = json.dumps(record[field]) if field in record else None
+    assert logged["errors"][0]["value"] == sent
     assert (logged["status"], logged["records"], logged["release_id"]) == (
         400,
         2,
@@ -1129,7 +1141,7 @@ def test_real_server_serves_smokes_and_stops(trained, capsys):
             trained.models["1"].predict_proba(trained.features)[:, 1],
         )
         for _case, change, field in VIOLATIONS[:4]:
-            response = _post(url, {"records": [{**VALID, **change}]})
+            response = _post(url, {"records": [_changed(change)]})
             assert response.status_code == 400 and field in response.text
         assert _post(url, {"records": "x"}).status_code == 400
         text = requests.post(f"{url}/predict", data=b"{}", headers={"Content-Type": "text/csv"})

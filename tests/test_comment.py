@@ -121,7 +121,12 @@ def test_record_pr_writes_number_and_head_in_a_pull_request_run(tmp_path):
     event.write_text(json.dumps({"pull_request": {"number": 12, "head": {"sha": "ab" * 20}}}))
     path = record_pr(tmp_path, {"GITHUB_EVENT_PATH": str(event)})
     assert json.loads(path.read_text()) == {"number": 12, "head_sha": "ab" * 20}
-    assert record_pr(tmp_path / "other", {}) is None  # not a pull_request run: nothing written
+    # Not a pull_request run (no event, or a push): nothing is written, not even the folder.
+    push = tmp_path / "push.json"
+    push.write_text(json.dumps({"ref": "refs/heads/main", "after": "cd" * 20}))
+    for env in ({}, {"GITHUB_EVENT_PATH": str(push)}):
+        assert record_pr(tmp_path / "other", env) is None
+    assert not (tmp_path / "other").exists()
 
 
 def test_fork_pr_number_comes_from_pr_json_and_is_checked_against_the_head(emulator, tmp_path):

@@ -145,10 +145,13 @@ def test_production_is_proposed_once_staging_soaked(repo, versions, registry, ca
     )
     _soak(repo, version)
     production = repo / "environments" / "production.yaml"
-    before = production.read_bytes()
+    before, tags = production.read_bytes(), registry.get("release-risk", version).tags
     assert main(["promote", "production", *_args(repo, "--when-soaked")]) == 0
     assert "of the 24 h soak; 1.0 h to go" in capsys.readouterr().err
-    assert production.read_bytes() == before  # not yet: nothing written
+    # Not yet: nothing written, neither the manifest nor any other file, nor a registry tag.
+    assert production.read_bytes() == before
+    assert _git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert registry.get("release-risk", version).tags == tags
 
     long_ago = (now - timedelta(hours=25)).isoformat()
     registry.tag("release-risk", version, {checks.deployed_tag("staging"): long_ago})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -93,14 +94,35 @@ def test_changed_data_is_refused_by_the_lock(project, registry, tmp_path):
 
 
 def test_unreachable_tracking_server_fails_fast(project, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nobody there
-    started = time.monotonic()
-    code = main(["train", "--config", str(project), "--out", str(tmp_path / "out")])
-    elapsed = time.monotonic() - started
+    # A server that hangs up on every connection, counting them: failing fast is one attempt,
+    # before any work, not MLflow's client retrying with backoff.
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    connections: list[int] = []
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # shut down by the test
+                return
+            connections.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    try:
+        code = main(["train", "--config", str(project), "--out", str(tmp_path / "out")])
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        server.close()
+        thread.join(10)
     err = capsys.readouterr().err
     assert code == 2
-    assert elapsed < 30
-    assert "not answering" in err and "127.0.0.1:9" in err and "MLFLOW_TRACKING_URI" in err
+    assert connections == [1]
+    assert err.startswith("error: the MLflow tracking server")  # said first: no data read, no fit
+    assert "not answering" in err and f"127.0.0.1:{port}" in err and "MLFLOW_TRACKING_URI" in err
     assert not (tmp_path / "out" / "train.json").exists()
 
 

@@ -14,8 +14,12 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 DIGEST = "sha256:" + "ab" * 32
 
 
+LEFT_OUT = object()  # a promotion rule given as this is left out of the manifest
+
+
 def _production(**promotion) -> Manifest:
     rules = {"from": "staging", "soak_hours": 24, **promotion}
+    rules = {name: value for name, value in rules.items() if value is not LEFT_OUT}
     return Manifest(
         environment="production",
         model="release-risk",
@@ -188,7 +192,8 @@ def test_verdict_fails_on_any_failure_and_ignores_skips():
     ("rules", "named"),
     [
         ({"soak_hours": -1}, "soak_hours"),
-        ({"from": None, "soak_hours": 5}, "needs `from`"),
+        ({"from": LEFT_OUT, "soak_hours": 5}, "needs `from`"),
+        ({"from": None, "soak_hours": 5}, "needs `from`"),  # written as null: the same
         ({"from": "production"}, "from"),
         ({"freeze": [{**FREEZE, "end": FREEZE["start"]}]}, "end after it starts"),
         ({"freeze": [{**FREEZE, "start": "2026-12-01T00:00:00"}]}, "timezone"),

@@ -273,25 +273,41 @@ def test_a_failing_log_never_fails_a_prediction():
     assert len(_scorer(log=broken).predict([VALID])) == 1
 
 
-class SlowModel(FakeModel):
-    """Takes ``seconds`` per call, so the logged latency has a known floor."""
+class Clock:
+    """A clock the test moves: the Scorer's ``clock``, read in seconds."""
 
-    def __init__(self, probability: float, seconds: float) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowModel(FakeModel):
+    """Takes ``seconds`` per call on ``clock``, so the logged latency is known exactly."""
+
+    def __init__(self, probability: float, seconds: float, clock: Clock) -> None:
         super().__init__(probability)
-        self.seconds = seconds
+        self.seconds, self.clock = seconds, clock
 
     def predict_proba(self, frame):
-        time.sleep(self.seconds)
+        self.clock.now += self.seconds
         return super().predict_proba(frame)
 
 
 class BreakingModel(FakeModel):
-    """Scores normally until ``broken`` is set, then raises."""
+    """Scores normally until ``broken`` is set, then raises (after ``seconds`` on ``clock``)."""
 
     broken = False
 
+    def __init__(self, probability: float, seconds: float = 0, clock: Clock | None = None):
+        super().__init__(probability)
+        self.seconds, self.clock = seconds, clock
+
     def predict_proba(self, frame):
         if self.broken:
+            if self.clock is not None:
+                self.clock.now += self.seconds
             raise ValueError("model file truncated")
         return super().predict_proba(frame)
 
@@ -304,30 +320,36 @@ def _canary_records(count: int) -> list[dict]:
 
 def test_every_log_record_has_the_latency_of_its_versions_batch():
     logged: list[dict] = []
+    clock = Clock()
     deployment = Deployment("staging", "release-risk", "1", "canary", "2", 50)
-    models = {"1": FakeModel(0.2), "2": SlowModel(0.9, 0.02)}
-    Scorer(CONFIG, deployment, models, logged.extend).predict(_canary_records(20))
-    latency = {v: {r["latency_ms"] for r in logged if r["model_version"] == v} for v in "12"}
-    assert all(len(values) == 1 for values in latency.values())  # one figure per batch
-    (stable,), (canary,) = latency["1"], latency["2"]
-    assert 0 < stable < 20 <= canary
+    models = {"1": SlowModel(0.2, 2**-8, clock), "2": SlowModel(0.9, 2**-6, clock)}
+    Scorer(CONFIG, deployment, models, logged.extend, clock).predict(_canary_records(20))
+    latency = {v: [r["latency_ms"] for r in logged if r["model_version"] == v] for v in "12"}
+    # Each version's rows carry the time its own scoring call took, and only that.
+    assert set(latency["1"]) == {1000 * 2**-8} and set(latency["2"]) == {1000 * 2**-6}
+    assert len(latency["1"]) + len(latency["2"]) == 20
     assert all("error" not in r for r in logged)
 
 
 def test_shadow_records_carry_the_shadow_models_latency():
     logged: list[dict] = []
+    clock = Clock()
     deployment = Deployment("staging", "release-risk", "1", "shadow", "2")
-    models = {"1": FakeModel(0.2), "2": SlowModel(0.9, 0.02)}
-    Scorer(CONFIG, deployment, models, logged.extend).predict([VALID])
-    assert [r["route"] for r in logged] == ["stable", "shadow"]
-    assert logged[0]["latency_ms"] < 20 <= logged[1]["latency_ms"]
+    models = {"1": SlowModel(0.2, 2**-8, clock), "2": SlowModel(0.9, 2**-6, clock)}
+    Scorer(CONFIG, deployment, models, logged.extend, clock).predict([VALID])
+    assert [(r["route"], r["latency_ms"]) for r in logged] == [
+        ("stable", 1000 * 2**-8),
+        ("shadow", 1000 * 2**-6),
+    ]
 
 
 def test_a_failing_candidate_logs_its_rows_as_errors_and_the_request_fails():
     logged: list[dict] = []
     deployment = Deployment("staging", "release-risk", "1", "canary", "2", 50)
-    candidate = BreakingModel(0.9)
-    scorer = Scorer(CONFIG, deployment, {"1": FakeModel(0.2), "2": candidate}, logged.extend)
+    clock = Clock()
+    candidate = BreakingModel(0.9, 2**-7, clock)
+    models = {"1": FakeModel(0.2), "2": candidate}
+    scorer = Scorer(CONFIG, deployment, models, logged.extend, clock)
     candidate.broken = True
     records = _canary_records(20)
     with pytest.raises(ValueError, match="model file truncated"):
@@ -338,7 +360,7 @@ def test_a_failing_candidate_logs_its_rows_as_errors_and_the_request_fails():
         assert record["error"] == "ValueError: model file truncated"
         assert record["output"] is None
         assert (record["route"], record["model_version"], record["served"]) == ("canary", "2", True)
-        assert record["latency_ms"] >= 0
+        assert record["latency_ms"] == 1000 * 2**-7  # the time until the candidate failed
         assert record["features"]["release_id"] == record["release_id"]
     assert len({r["request_id"] for r in logged}) == len(logged)
 
@@ -1010,7 +1032,11 @@ def test_prediction_log_has_one_record_per_prediction(trained, stable):
     assert rejected["errors"] == [{"field": "records.0.team", "reason": "enum", "value": '"nope"'}]
     first = logged[0]
     assert set(first) >= {"timestamp", "environment", "model_version", "route", "request_id"}
-    assert first["latency_ms"] > 0 and "error" not in first
+    assert "error" not in first
+    # One timing per request (each is one scored batch), shared by its rows, each positive.
+    per_request = [logged[:1], logged[1:10], logged[10:]]
+    assert [len({r["latency_ms"] for r in rows}) for rows in per_request] == [1, 1, 1]
+    assert all(rows[0]["latency_ms"] > 0 for rows in per_request)
     assert (first["environment"], first["route"], first["served"]) == ("staging", "stable", True)
     assert first["features"]["code_changes"] == records[0]["code_changes"]
     assert 0 <= first["output"]["probability"] <= 1

@@ -193,6 +193,7 @@ class Scorer:
     handed to ``log`` as one list of records, each with ``latency_ms``: how long scoring the
     batch's rows of its version took. When a version's scoring raises, its rows are logged
     with ``error`` (and no ``output``) before the exception goes on to fail the request.
+    ``clock`` (seconds) is a seam for tests.
     """
 
     def __init__(
@@ -201,7 +202,9 @@ class Scorer:
         deployment: Deployment,
         models: dict[str, Any],
         log: Callable[[list[dict[str, Any]]], None] = lambda _records: None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        self._clock = clock
         self.config = config
         self.deployment = deployment
         self.models = models
@@ -252,13 +255,13 @@ class Scorer:
         for version in dict.fromkeys(versions.tolist()):
             picked = versions == version
             scored = frame if picked.all() else frame[picked]
-            started = time.perf_counter()
+            started = self._clock()
             try:
                 decisions[picked], probabilities[picked] = self._score(version, scored)
             except Exception as exc:
                 self._log_failure(exc, started, version, rows, imputed, routes, picked)
                 raise
-            latency[version] = (time.perf_counter() - started) * 1000
+            latency[version] = (self._clock() - started) * 1000
         answers = [
             {
                 "release_id": str(row[self.id_column]),
@@ -281,14 +284,14 @@ class Scorer:
         logged = self._records(rows, answers, routes, served=True, latency=latency)
         if deploy.mode == "shadow" and deploy.candidate_version is not None:
             candidate, shadows = deploy.candidate_version, ["shadow"] * len(rows)
-            started = time.perf_counter()
+            started = self._clock()
             try:
                 decisions, probabilities = self._score(candidate, frame)
             except Exception as exc:
                 everyone = np.ones(len(rows), dtype=bool)
                 self._log_failure(exc, started, candidate, rows, imputed, shadows, everyone)
                 raise
-            latency[candidate] = (time.perf_counter() - started) * 1000
+            latency[candidate] = (self._clock() - started) * 1000
             shadowed = [
                 {**a, "high_risk": d, "probability": p, "model_version": candidate}
                 for a, d, p in zip(answers, decisions.tolist(), probabilities.tolist(), strict=True)
@@ -310,7 +313,7 @@ class Scorer:
         picked: np.ndarray,
     ) -> None:
         """Log the ``picked`` rows as failed by ``version``: ``error``, no ``output``."""
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed_ms = (self._clock() - started) * 1000
         now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         indices = np.flatnonzero(picked).tolist()
         records = [

@@ -81,13 +81,16 @@ def test_promote_rewrites_only_the_version_and_digest_lines(repo, versions, caps
         ({"slipway.gate": "pass"}, "has no Bento; run `slipway package`"),
     ],
 )
-def test_promote_refuses_and_writes_nothing(repo, versions, capsys, tags, reason):
+def test_promote_refuses_and_writes_nothing(repo, versions, registry, capsys, tags, reason):
     version = versions(**tags)
     path = repo / "environments" / "staging.yaml"
     before = path.read_bytes()
     assert _promote(repo, "staging", "--version", version) == 1
     assert reason in capsys.readouterr().err
+    # Nothing written: not the manifest, no other file in the repository, no registry tag.
     assert path.read_bytes() == before
+    assert _git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert registry.get("release-risk", version).tags == tags
 
 
 def test_promote_of_an_unknown_version_is_exit_2(repo, versions, capsys):

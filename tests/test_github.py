@@ -6,6 +6,7 @@ import base64
 import hashlib
 import threading
 import time
+from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import quote
 
@@ -134,6 +135,11 @@ def test_concurrent_upserts_leave_one_comment(emulator, github):
             lambda e: e.rate_limit(status=429, retry_after=7), [7.0], id="429-retry-after"
         ),
         pytest.param(lambda e: e.rate_limit(retry_after=3), [3.0], id="403-secondary-retry-after"),
+        pytest.param(
+            lambda e: e.fail(503, headers={"retry-after": formatdate(NOW + 5, usegmt=True)}),
+            [5.0],
+            id="503-retry-after-a-date",
+        ),
         pytest.param(
             lambda e: e.rate_limit(retry_after=None, reset_in=2, now=NOW),
             [2.0],

@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test bench lint clean postgresql kubectl
+.PHONY: venv demo test bench mutate lint clean postgresql kubectl
 
 venv: $(STAMP)
 
@@ -51,6 +51,12 @@ bench: $(STAMP) postgresql
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(VENV)/bin/python -m compileall -q src/slipway  # as the setup action does for workflow steps
 	$(VENV)/bin/python -m pytest tests/benchmarks -s -p no:cacheprovider -o addopts=""
+
+# Mutation testing of the ship/no-ship modules against their fast unit tests (tests/mutation/run.py,
+# mutmut, `[tool.mutmut]` in pyproject.toml); minutes per module, so not part of `make test`.
+# One module: `make mutate MODULE=propose/gate_rules.py`.
+mutate: $(STAMP)
+	$(VENV)/bin/python tests/mutation/run.py --children 2 $(MODULE)
 
 lint: $(STAMP) $(ACTIONLINT)
 	$(VENV)/bin/ruff check src tests model bento

@@ -213,3 +213,295 @@ def test_the_latency_gate_judges_the_95th_percentile_of_the_timings():
     # Between two order statistics the p95 interpolates: rank 0.95 * 19 = 18.05 of 1..20 ms.
     spread = gate_rules.latency(RULES, np.arange(1.0, 21.0), None, seed=0)
     assert spread.value == pytest.approx(19.05) and spread.status == gate_rules.FAIL
+
+
+# Exact verdicts on small hand-made cases. With confidence 0.9 and 21 values the interval is
+# the 2nd and the 20th value in order (numpy's percentile ranks 0.05 * 20 = 1 and 0.95 * 20 = 19).
+EXACT = Gates.model_validate(
+    {
+        "thresholds": {"recall": {"min": 0.75}, "log_loss": {"max": 0.5}},
+        "regression": {"metrics": ["recall", "log_loss"], "tolerance": 0.25, "confidence": 0.9},
+        "fairness": {"max_gap": 0.25, "min_positives": 3},
+        "stability": {"max_flip_rate": 0.25},
+        "latency": {"p95_ms": 10},
+    }
+)
+
+
+def _spread(low: float, high: float) -> np.ndarray:
+    """21 values whose 90% percentile interval is exactly (low, high)."""
+    return np.array([low] * 2 + [(low + high) / 2] * 17 + [high] * 2)
+
+
+@pytest.mark.parametrize(
+    ("recall", "log_loss", "recall_status", "log_loss_status"),
+    [
+        (0.75, 0.5, "pass", "pass"),  # both exactly at their limit
+        (0.7499, 0.5001, "fail", "fail"),  # both just past it
+        (0.875, 0.25, "pass", "pass"),
+    ],
+)
+def test_thresholds_verdicts_exactly_at_and_past_each_limit(
+    recall, log_loss, recall_status, log_loss_status
+):
+    cand = {"recall": recall, "log_loss": log_loss}
+    champ = {"recall": 0.5, "log_loss": 0.125}
+    samples = {"cand.recall": _spread(0.625, 0.875)}
+    found = gate_rules.thresholds(EXACT, cand, champ, samples, 0.9)
+    below = f"recall {recall:.3f} is below the minimum 0.75"
+    above = f"log_loss {log_loss:.3f} is above the maximum 0.5"
+    assert found == [
+        gate_rules.Verdict(
+            "threshold",
+            "recall",
+            recall_status,
+            recall,
+            0.75,
+            0.5,
+            recall - 0.5,
+            (0.625, 0.875),
+            below if recall_status == "fail" else f"recall {recall:.3f} meets ≥ 0.75",
+        ),
+        gate_rules.Verdict(
+            "threshold",
+            "log_loss",
+            log_loss_status,
+            log_loss,
+            0.5,
+            0.125,
+            log_loss - 0.125,
+            None,  # no bootstrap values for it: no interval
+            above if log_loss_status == "fail" else f"log_loss {log_loss:.3f} meets ≤ 0.5",
+        ),
+    ]
+
+
+def test_a_threshold_with_both_limits_names_every_problem_and_no_champion_means_no_baseline():
+    rules = Gates.model_validate({"thresholds": {"recall": {"min": 0.5, "max": 0.25}}})
+    (verdict,) = gate_rules.thresholds(rules, {"recall": 0.375}, None, {}, 0.9)
+    assert verdict == gate_rules.Verdict(
+        "threshold",
+        "recall",
+        gate_rules.FAIL,
+        0.375,
+        0.5,
+        None,
+        None,
+        None,
+        "recall 0.375 is below the minimum 0.5; recall 0.375 is above the maximum 0.25",
+    )
+
+
+def _paired(metric_diffs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Bootstrap values whose candidate-minus-champion differences are exactly the given ones."""
+    samples = {}
+    for metric, diffs in metric_diffs.items():
+        samples[f"champ.{metric}"] = np.full(len(diffs), 0.5)
+        samples[f"cand.{metric}"] = 0.5 + diffs
+    return samples
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "status"),
+    [
+        (-0.25, 0.0, gate_rules.PASS),  # the interval's low end exactly at -tolerance: passes
+        (-0.375, -0.25, gate_rules.INCONCLUSIVE),  # high end exactly at -tolerance: cannot tell
+        (-0.5, -0.375, gate_rules.FAIL),  # the whole interval below -tolerance
+        (-0.5, 0.125, gate_rules.INCONCLUSIVE),  # straddles -tolerance, reaches above +tolerance-
+        (-0.5, 0.0, gate_rules.INCONCLUSIVE),
+    ],
+)
+def test_regression_verdict_on_each_side_of_the_tolerance(low, high, status):
+    cand = {"recall": 0.625, "log_loss": 0.375}
+    champ = {"recall": 0.5, "log_loss": 0.5}
+    samples = _paired({"recall": _spread(low, high), "log_loss": -_spread(0.0, 0.125)})
+    recall, log_loss = gate_rules.regression(EXACT, cand, champ, samples)
+    reason = {
+        gate_rules.PASS: "no worse than production by more than 0.25 (90% interval)",
+        gate_rules.FAIL: "worse than production by more than 0.25 (90% interval)",
+        gate_rules.INCONCLUSIVE: (
+            f"the 90% interval of the change [{low:+.3f}, {high:+.3f}] straddles -0.25: "
+            "the eval set cannot tell a regression from noise"
+        ),
+    }[status]
+    assert recall == gate_rules.Verdict(
+        "regression", "recall", status, 0.625, -0.25, 0.5, 0.125, (low, high), reason
+    )
+    # log-loss is lower-is-better: candidate minus champion of -0.125..0 is an improvement of
+    # 0..0.125; the interval is reported back in log-loss terms, sign restored.
+    assert log_loss == gate_rules.Verdict(
+        "regression",
+        "log_loss",
+        gate_rules.PASS,
+        0.375,
+        -0.25,
+        0.5,
+        -0.125,
+        (0.0, -0.125),
+        "no worse than production by more than 0.25 (90% interval)",
+    )
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "precision", "f1", "roc_auc", "log_loss"])
+def test_regression_direction_of_every_other_metric(metric):
+    """A metric that got worse by 0.5 fails, one that got better by 0.5 passes, whichever way
+    round its scale goes (only log-loss is lower-is-better)."""
+    rules = EXACT.model_copy(
+        update={"regression": EXACT.regression.model_copy(update={"metrics": [metric]})}
+    )
+    lower_is_better = metric == "log_loss"
+    for change, status in ((0.5, gate_rules.PASS), (-0.5, gate_rules.FAIL)):
+        raw = -change if lower_is_better else change  # candidate minus champion on its own scale
+        samples = _paired({metric: np.full(21, raw)})
+        (verdict,) = gate_rules.regression(rules, {metric: 0.5 + raw}, {metric: 0.5}, samples)
+        assert (verdict.status, verdict.interval) == (status, (raw, raw))
+
+
+def test_regression_without_champion_skips_every_metric_with_the_tolerance_shown():
+    found = gate_rules.regression(EXACT, {"recall": 0.625, "log_loss": 0.375}, None, {})
+    skipped = "no production model yet: nothing to compare with"
+    assert found == [
+        gate_rules.Verdict("regression", "recall", "skipped", 0.625, -0.25, *[None] * 3, skipped),
+        gate_rules.Verdict("regression", "log_loss", "skipped", 0.375, -0.25, *[None] * 3, skipped),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("gap", "status", "mark"),
+    [(0.25, gate_rules.PASS, "≤"), (0.2501, gate_rules.FAIL, ">"), (0.125, gate_rules.PASS, "≤")],
+)
+def test_fairness_passes_at_its_limit_and_fails_past_it_exactly(gap, status, mark):
+    samples = {"cand.recall_gap": _spread(0.0625, 0.375)}
+    verdict = gate_rules.fairness(EXACT, gap, 0.0625, samples, 0.9)
+    assert verdict == gate_rules.Verdict(
+        "fairness",
+        "recall_gap",
+        status,
+        gap,
+        0.25,
+        0.0625,
+        gap - 0.0625,
+        (0.0625, 0.375),
+        f"recall differs by {gap:.3f} across teams ({mark} 0.25)",
+    )
+    # Without bootstrap values of the gap, no interval; without a champion, no baseline.
+    bare = gate_rules.fairness(EXACT, gap, None, {}, 0.9)
+    assert (bare.status, bare.interval, bare.baseline, bare.delta) == (status, None, None, None)
+
+
+def test_fairness_is_skipped_with_fewer_than_two_groups_with_enough_positives():
+    verdict = gate_rules.fairness(EXACT, None, 0.125, {"cand.recall_gap": np.ones(3)}, 0.9)
+    assert verdict == gate_rules.Verdict(
+        "fairness",
+        "recall_gap",
+        gate_rules.SKIPPED,
+        None,
+        0.25,
+        None,
+        None,
+        None,
+        "fewer than two groups with 3+ positives",
+    )
+
+
+@pytest.mark.parametrize(
+    ("flips", "words"), [("negative", "change from right to wrong"), ("all", "change")]
+)
+def test_stability_verdicts_exactly(flips, words):
+    rules = EXACT.model_copy(
+        update={"stability": EXACT.stability.model_copy(update={"flips": flips})}
+    )
+    samples = {"flip_rate": _spread(0.125, 0.375)}
+    at = gate_rules.stability(rules, 0.25, samples, 0.9)
+    assert at == gate_rules.Verdict(
+        "stability",
+        "flip_rate",
+        gate_rules.PASS,
+        0.25,
+        0.25,
+        0.0,
+        0.25,
+        (0.125, 0.375),
+        f"25.0% of decisions {words} vs production (≤ 25%)",
+    )
+    past = gate_rules.stability(rules, 0.375, samples, 0.9)
+    assert (past.status, past.reason) == (
+        gate_rules.FAIL,
+        f"37.5% of decisions {words} vs production (> 25%)",
+    )
+    assert gate_rules.stability(rules, None, samples, 0.9) == gate_rules.Verdict(
+        "stability",
+        "flip_rate",
+        gate_rules.SKIPPED,
+        None,
+        0.25,
+        None,
+        None,
+        None,
+        "no production model yet: nothing to compare with",
+    )
+
+
+def test_latency_verdict_at_the_limit_and_its_interval_of_resampled_p95s():
+    at = gate_rules.latency(EXACT, np.full(40, 10.0), 8.0, seed=0)
+    assert at == gate_rules.Verdict(
+        "latency",
+        "p95_ms",
+        gate_rules.PASS,
+        10.0,
+        10.0,
+        8.0,
+        2.0,
+        (10.0, 10.0),
+        "p95 single-row predict 10.00 ms (≤ 10.0 ms)",
+    )
+    # The interval: the 2.5th and 97.5th percentiles of 500 resampled p95s, each the p95 of
+    # len(timings) draws with replacement from the seed's generator.
+    timings = np.arange(1.0, 41.0)
+    draws = np.random.default_rng(7).choice(timings, size=(500, 40))
+    resampled_p95 = np.percentile(draws, 95, axis=1)
+    expected = tuple(np.percentile(resampled_p95, [2.5, 97.5]))
+    spread = gate_rules.latency(EXACT, timings, None, seed=7)
+    assert spread.interval == pytest.approx(expected, abs=0) and expected[0] < expected[1]
+    assert spread.value == pytest.approx(38.05) and spread.interval != (38.05, 38.05)
+
+
+def test_measure_latency_warms_up_on_the_first_row_and_cycles_through_the_rows():
+    from sklearn.linear_model import LogisticRegression
+
+    from slipway.propose.gate_rules import measure_latency
+
+    class Recording:
+        """The model, recording which eval rows each scoring call gets."""
+
+        def __init__(self, model) -> None:
+            self.model, self.seen = model, []
+
+        def predict_proba(self, frame):
+            self.seen.append(frame["row"].tolist())
+            return self.model.predict_proba(frame)
+
+    features = pd.DataFrame({"row": [0.0, 1.0, 2.0], "x": [0.0, 1.0, 0.5]})
+    model = Recording(LogisticRegression().fit(features, [0, 1, 1]))
+    timings = measure_latency(model, features, calls=5, clock=iter(range(10)).__next__)
+    assert model.seen == [[0.0], [0.0], [1.0], [2.0], [0.0], [1.0]]  # warm-up, then 0 1 2 0 1
+    assert timings.tolist() == [1000.0] * 5
+
+
+def test_to_dict_lists_the_interval_and_keeps_every_field():
+    verdict = gate_rules.Verdict(
+        "latency", "p95_ms", "pass", 1.0, 10.0, None, None, (0.5, 2.0), "r"
+    )
+    assert gate_rules.to_dict(verdict) == {
+        "gate": "latency",
+        "metric": "p95_ms",
+        "status": "pass",
+        "value": 1.0,
+        "threshold": 10.0,
+        "baseline": None,
+        "delta": None,
+        "interval": [0.5, 2.0],
+        "reason": "r",
+    }
+    bare = gate_rules.Verdict("fairness", "recall_gap", "skipped", *[None] * 5, "r")
+    assert gate_rules.to_dict(bare)["interval"] is None

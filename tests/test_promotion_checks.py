@@ -255,3 +255,139 @@ def test_a_rollout_candidate_must_have_passed_its_gate(candidate, tags, status, 
 def test_one_open_promotion_per_environment(open_files, status, reason):
     found = checks.one_open_promotion("environments/production.yaml", 5, open_files)
     assert found == checks.Check("one-open-promotion", status, reason)
+
+
+IMAGE = "registry.example/release-risk:v7@sha256:" + "ef" * 32
+
+
+def _on_kubernetes(image: str | None = IMAGE, **kubernetes) -> Manifest:
+    section = {
+        "repository": "registry.example/release-risk",
+        "git_url": "https://git.example/deploy.git",
+        "image": image,
+        **kubernetes,
+    }
+    return Manifest(
+        environment="production",
+        model="release-risk",
+        version=7,
+        digest=DIGEST,
+        target="kubernetes",
+        kubernetes=section,
+    )
+
+
+def test_a_kubernetes_promotion_may_change_its_rendered_objects_and_no_one_elses():
+    own = [
+        "environments/production.yaml",
+        "environments/kubernetes/production/deployment.yaml",
+        "environments/kubernetes/argocd/production.yaml",
+        "environments/kubernetes/flux/production.yaml",
+    ]
+    assert checks.one_environment(own) == checks.Check(
+        "one-environment", PASS, "changes only environments/production.yaml"
+    )
+    theirs = [
+        "environments/production.yaml",
+        "environments/kubernetes/staging/deployment.yaml",
+        "environments/kubernetes/argocd/staging.yaml",
+    ]
+    assert checks.one_environment(theirs) == checks.Check(
+        "one-environment",
+        FAIL,
+        "also changes environments/kubernetes/argocd/staging.yaml, "
+        "environments/kubernetes/staging/deployment.yaml; promote alone",
+    )
+    # A file one folder down is not a manifest; a manifest is a .yaml right in environments/.
+    assert checks.one_environment(["environments/old/production.yaml"]).status == FAIL
+    assert checks.one_environment(["environments/production.yml"]).reason == (
+        "changes no environment manifest"
+    )
+
+
+def test_the_image_of_a_kubernetes_target_moves_as_kubernetes_image_and_nothing_else_does():
+    before = _on_kubernetes()
+    image = "registry.example/release-risk:v8@sha256:" + "12" * 32
+    moved = _on_kubernetes(image=image).model_copy(update={"version": 8})
+    assert checks.promoted_fields(before, moved) == checks.Check(
+        "fields", PASS, "changes kubernetes.image and version"
+    )
+    # The image and the replicas together: the section as a whole is a rule change.
+    bigger = _on_kubernetes(image=image, min_replicas=3)
+    assert checks.promoted_fields(before, bigger) == checks.Check(
+        "fields", FAIL, "also changes kubernetes: not a promotion"
+    )
+    assert checks.promoted_fields(before, _on_kubernetes(min_replicas=3)) == checks.Check(
+        "fields", FAIL, "also changes kubernetes: not a promotion"
+    )
+    # An image named for the first time (none before) moves the section from a default too.
+    first = _on_kubernetes(image=None)
+    assert checks.promoted_fields(first, before) == checks.Check(
+        "fields", PASS, "changes kubernetes.image"
+    )
+
+
+def test_the_image_check_on_every_branch():
+    manifest = _on_kubernetes()
+    assert checks.image_matches(manifest, {"slipway.image": IMAGE}) == checks.Check(
+        "image", PASS, "kubernetes.image is the image pushed for v7"
+    )
+    other = "registry.example/release-risk:v7@sha256:" + "00" * 32
+    assert checks.image_matches(manifest, {"slipway.image": other}) == checks.Check(
+        "image", FAIL, f"kubernetes.image is {IMAGE}, but v7's is {other}"
+    )
+    assert checks.image_matches(manifest, {}) == checks.Check(
+        "image", FAIL, "v7 has no pushed image; run the image workflow for it"
+    )
+    assert checks.image_matches(_production(), {"slipway.image": IMAGE}) == checks.Check(
+        "image", SKIPPED, "target local runs the Bento, not an image"
+    )
+
+
+def test_the_rendered_check_on_every_branch():
+    assert checks.rendered(None) == checks.Check(
+        "rendered", SKIPPED, "target local: nothing is rendered"
+    )
+    assert checks.rendered([]) == checks.Check(
+        "rendered", PASS, "the committed objects are what the manifest renders"
+    )
+    assert checks.rendered(["a.yaml", "b.yaml"]) == checks.Check(
+        "rendered",
+        FAIL,
+        "a.yaml, b.yaml differ from what the manifest renders; run `slipway render ENV` and "
+        "commit them",
+    )
+
+
+def test_deploy_and_smoke_tags_and_the_check_as_a_dict():
+    assert checks.deployed_tag("staging") == "slipway.deployed.staging"
+    assert checks.smoke_tag("staging") == "slipway.smoke.staging"
+    assert checks.Check("gate", PASS, "why").to_dict() == {
+        "check": "gate",
+        "status": "pass",
+        "reason": "why",
+    }
+
+
+def test_soak_verdicts_exactly_on_each_side_of_the_limit_and_with_bad_tags():
+    manifest = _production(soak_hours=1.5)
+    at = checks.soaked(manifest, _tags(hours_ago=1.5), NOW)
+    assert at == checks.Check(
+        "stage", PASS, "v7 ran in staging for 1.5 h (soak 1.5 h) with passing smoke tests"
+    )
+    short = checks.soaked(manifest, _tags(hours_ago=1.5 - 1 / 3600), NOW)
+    assert short == checks.Check(
+        "stage", FAIL, "v7 has run in staging for 1.5 h of the 1.5 h soak; 0.0 h to go"
+    )
+    assert checks.soaked(manifest, _tags(smoke=None), NOW) == checks.Check(
+        "stage", FAIL, "v7's smoke tests in staging: None"
+    )
+    garbled = _tags(**{checks.deployed_tag("staging"): "yesterday"})
+    assert checks.soaked(manifest, garbled, NOW) == checks.Check(
+        "stage", FAIL, "slipway.deployed.staging is not a time: 'yesterday'"
+    )
+    # A time with its own zone is compared as that moment: 13:00+02:00 is 11:00 UTC, 1 h ago.
+    zoned = _tags(**{checks.deployed_tag("staging"): "2026-12-01T13:00:00+02:00"})
+    assert checks.soaked(manifest, zoned, NOW).reason == (
+        "v7 has run in staging for 1.0 h of the 1.5 h soak; 0.5 h to go"
+    )

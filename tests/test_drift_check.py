@@ -10,7 +10,7 @@ import json
 import math
 import re
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -924,3 +924,147 @@ def test_documented_times_parse_with_a_zone(tmp_path):
     assert moment("2026-11-04") == UNTIL
     assert moment("2026-11-04T02:00:00+02:00") == UNTIL
     assert re.fullmatch(r"2026-11-04T00:00:00\+00:00", moment("2026-11-04T00:00:00Z").isoformat())
+
+
+# --- one version over its windows, on hand-made window results --------------------------------
+
+
+def _judged(status: str, triggers: list[str], rows: int, psi: float) -> dict:
+    """A window's result as :func:`judge` returns it, with only the figures the summary reads."""
+    return {
+        "status": status,
+        "rows": rows,
+        "triggers": triggers,
+        "features": {"code_changes": {"psi": psi, "status": STABLE}},
+        "prediction": {"high_risk_share": rows / 1000},
+        "performance": {"labelled": rows // 2, "metrics": {"recall": {"value": psi / 2}}},
+        "estimated": {"calibrated": True, "metrics": {"recall": {"value": psi / 4}}},
+        "quality": {"null_rate": {}, "rows": rows},
+    }
+
+
+def test_a_version_over_its_windows_names_the_triggers_of_its_drifted_windows_once():
+    from slipway.drift.check import version_result
+
+    judged = [
+        _judged(DRIFTED, ["data:team", "prediction"], 400, 0.5),
+        _judged(INCONCLUSIVE, [], 100, 0.25),
+        _judged(DRIFTED, ["prediction", "performance:recall"], 300, 0.75),
+    ]
+    bounds = window_bounds(UNTIL, DAY, 3)
+    found = version_result("4", judged, bounds, CONFIG.drift)
+    assert found["version"] == "4" and found["status"] == DRIFTED and found["current"] == DRIFTED
+    assert found["triggers"] == ["data:team", "prediction", "performance:recall"]
+    assert found["reason"] == (
+        "2 of the last 3 windows drifted, 1 inconclusive (drifted needs 2); the current window "
+        "is drifted; triggers: data:team, prediction, performance:recall"
+    )
+    assert found["persistence"] == {"k": 2, "n": 3, "drifted": 2, "inconclusive": 1}
+    # The newest window's checks are the version's.
+    for key in ("features", "prediction", "performance", "estimated", "quality"):
+        assert found[key] == judged[-1][key]
+    assert found["windows"] == [
+        {
+            "since": "2026-11-01T00:00:00Z",
+            "until": "2026-11-02T00:00:00Z",
+            "status": DRIFTED,
+            "rows": 400,
+            "labelled": 200,
+            "triggers": ["data:team", "prediction"],
+            "psi": {"code_changes": 0.5},
+            "high_risk_share": 0.4,
+            "performance": {"recall": 0.25},
+            "estimated": {"recall": 0.125},
+        },
+        {
+            "since": "2026-11-02T00:00:00Z",
+            "until": "2026-11-03T00:00:00Z",
+            "status": INCONCLUSIVE,
+            "rows": 100,
+            "labelled": 50,
+            "triggers": [],
+            "psi": {"code_changes": 0.25},
+            "high_risk_share": 0.1,
+            "performance": {"recall": 0.125},
+            "estimated": {"recall": 0.0625},
+        },
+        {
+            "since": "2026-11-03T00:00:00Z",
+            "until": "2026-11-04T00:00:00Z",
+            "status": DRIFTED,
+            "rows": 300,
+            "labelled": 150,
+            "triggers": ["prediction", "performance:recall"],
+            "psi": {"code_changes": 0.75},
+            "high_risk_share": 0.3,
+            "performance": {"recall": 0.375},
+            "estimated": {"recall": 0.1875},
+        },
+    ]
+
+
+def test_a_version_not_persistently_drifted_names_no_trigger():
+    from slipway.drift.check import version_result
+
+    judged = [
+        _judged(NO_DRIFT, [], 400, 0.0),
+        _judged(NO_DRIFT, [], 400, 0.0),
+        _judged(DRIFTED, ["prediction"], 400, 0.5),
+    ]
+    found = version_result("4", judged, window_bounds(UNTIL, DAY, 3), CONFIG.drift)
+    assert (found["status"], found["current"], found["triggers"]) == (NO_DRIFT, DRIFTED, [])
+    assert found["reason"] == (
+        "1 of the last 3 windows drifted, 0 inconclusive (drifted needs 2); the current window "
+        "is drifted"
+    )
+    assert found["persistence"] == {"k": 2, "n": 3, "drifted": 1, "inconclusive": 0}
+
+
+def test_a_check_that_judged_nothing_is_the_empty_document_with_its_notes():
+    from slipway.drift.check import unjudged
+
+    found = unjudged(
+        CONFIG,
+        "production",
+        ["3"],
+        datetime(2026, 11, 4, 2, 0),  # no zone: read as UTC
+        timedelta(hours=12),
+        ERROR,
+        ["v3 has no profile", "run slipway gate"],
+        {"3": "no profile"},
+    )
+    generated = found.pop("generated_at")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", generated)
+    assert found == {
+        "schema": SCHEMA,
+        "environment": "production",
+        "model": CONFIG.name,
+        "versions": ["3"],
+        "status": ERROR,
+        "reason": "v3 has no profile; run slipway gate",
+        "current": None,
+        "triggers": [],
+        "window": {"since": "2026-11-03T14:00:00Z", "until": "2026-11-04T02:00:00Z", "days": 0.5},
+        "windows": [],
+        "persistence": None,
+        "features": {},
+        "prediction": None,
+        "performance": None,
+        "estimated": None,
+        "quality": None,
+        "candidate": None,
+        "records": None,
+        "labels": None,
+        "problems": {"3": "no profile"},
+        "settings": CONFIG.drift.model_dump(mode="json"),
+        "notes": ["v3 has no profile", "run slipway gate"],
+    }
+    # A time with another zone is the same moment in UTC.
+    zoned = datetime(2026, 11, 4, 4, 0, tzinfo=timezone(timedelta(hours=2)))
+    nothing = unjudged(CONFIG, "production", [], zoned, DAY, INCONCLUSIVE, [])
+    assert (nothing["problems"], nothing["notes"], nothing["reason"]) == ({}, [], "")
+    assert nothing["window"] == {
+        "since": "2026-11-03T02:00:00Z",
+        "until": "2026-11-04T02:00:00Z",
+        "days": 1.0,
+    }

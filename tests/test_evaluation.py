@@ -200,3 +200,40 @@ def test_groups_without_enough_positives_give_no_gap(data):
     samples = bootstrap(y, cand, champ, groups, resamples=100, min_positives=10_000)
     assert "cand.recall_gap" not in samples
     assert len(samples["cand.recall"]) == 100
+
+
+# Six rows by hand: tp rows 0 and 4, fn row 1, fp rows 2 and 3, tn row 5.
+SIX_Y = np.array([1, 1, 0, 0, 1, 0])
+SIX = Scores(np.array([0.9, 0.4, 0.6, 0.7, 0.8, 0.1]), np.array([1, 0, 1, 1, 1, 0]))
+
+
+def test_point_metrics_of_six_rows_by_hand():
+    found = point_metrics(SIX_Y, SIX)
+    assert found["confusion_matrix"] == [[1, 2], [1, 2]]  # [[tn, fp], [fn, tp]]
+    assert found["accuracy"] == pytest.approx(3 / 6)
+    assert found["precision"] == pytest.approx(2 / 4)
+    assert found["recall"] == pytest.approx(2 / 3)
+    assert found["f1"] == pytest.approx(4 / 7)  # 2 * (1/2 * 2/3) / (1/2 + 2/3)
+    # Positive-over-negative pairs ranked right: 0.9 beats 3, 0.4 beats 1, 0.8 beats 3; of 9.
+    assert found["roc_auc"] == pytest.approx(7 / 9)
+    # Ranked by probability: P P N N P N; precision at each positive 1, 1, 3/5.
+    assert found["pr_auc"] == pytest.approx((1 + 1 + 3 / 5) / 3)
+    right = [0.9, 0.4, 1 - 0.6, 1 - 0.7, 0.8, 1 - 0.1]  # the probability of the true class
+    assert found["log_loss"] == pytest.approx(-np.mean(np.log(right)))
+
+
+def test_point_metrics_of_one_class_have_no_ranking_metrics_and_clip_certain_mistakes():
+    found = point_metrics(np.array([0, 0]), Scores(np.array([0.0, 1.0]), np.array([0, 1])))
+    assert math.isnan(found["roc_auc"]) and math.isnan(found["pr_auc"])
+    assert found["confusion_matrix"] == [[1, 1], [0, 0]]
+    assert (found["precision"], found["recall"], found["f1"]) == (0.0, 0.0, 0.0)
+    assert math.isfinite(found["log_loss"]) and found["log_loss"] > 10  # a certain mistake
+
+
+def test_group_recall_counts_each_teams_positives_and_hits():
+    groups = np.array(["a", "a", "a", "b", "b", "c"])
+    assert group_recall(SIX_Y, SIX.pred, groups) == {
+        "a": {"rows": 3, "positives": 2, "recall": 0.5},  # rows 0 and 1: one caught
+        "b": {"rows": 2, "positives": 1, "recall": 1.0},  # row 4, caught
+        "c": {"rows": 1, "positives": 0, "recall": None},  # no positive: no recall
+    }

@@ -505,3 +505,111 @@ def test_to_dict_lists_the_interval_and_keeps_every_field():
     }
     bare = gate_rules.Verdict("fairness", "recall_gap", "skipped", *[None] * 5, "r")
     assert gate_rules.to_dict(bare)["interval"] is None
+
+
+# --- the gate step on the example model's eval set, with no registry ---------------------------
+
+
+def _gate_config():
+    from pathlib import Path
+
+    from slipway.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "model" / "slipway.yaml")
+    gates = config.gates.model_copy(
+        update={
+            "regression": config.gates.regression.model_copy(update={"resamples": 100}),
+            "latency": config.gates.latency.model_copy(update={"calls": 20}),
+        }
+    )
+    return config.model_copy(update={"gates": gates})
+
+
+def test_the_gate_step_judges_a_candidate_alone_and_against_itself_as_production():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    from slipway.propose import gate
+    from slipway.propose.contract import prepare, read_dataset
+    from slipway.propose.datasets import split_paths
+    from slipway.propose.evaluation import Scores, group_recall, point_metrics
+    from slipway.registry import ModelRef
+
+    config = _gate_config()
+    frame = read_dataset(split_paths(config)["eval"])
+    features, y = prepare(frame, config)
+    model = FixedThresholdClassifier(
+        LogisticRegression(max_iter=500), threshold=0.3, response_method="predict_proba"
+    )
+    model.fit(features, y)
+    proba = model.predict_proba(features)[:, 1]
+    scores = Scores(proba, (proba >= 0.3).astype(int))
+    teams = group_recall(y, scores.pred, frame["team"].astype("string").to_numpy(dtype=object))
+
+    alone = gate.judge(config, model, lambda: None, {"eval": "abc"})
+    assert alone.metrics == point_metrics(y, scores) and alone.teams == teams
+    assert alone.eval == {"rows": len(y), "positives": int(y.sum()), "sha256": "abc"}
+    assert (alone.champion, alone.champion_metrics, alone.champion_teams) == (None, None, {})
+    assert alone.threshold == 0.3 and np.array_equal(alone.labels, y)
+    np.testing.assert_array_equal(alone.probabilities, proba)
+    by_gate = {(v.gate, v.metric): v for v in alone.verdicts}
+    assert [k for k in by_gate if k[0] == "threshold"] == [
+        ("threshold", m) for m in config.gates.thresholds
+    ]
+    assert [by_gate["regression", m].status for m in config.gates.regression.metrics] == [
+        gate_rules.SKIPPED
+    ] * len(config.gates.regression.metrics)
+    assert by_gate["stability", "flip_rate"].status == gate_rules.SKIPPED
+    recalls = [t["recall"] for t in teams.values() if t["positives"] >= 20]
+    fairness = by_gate["fairness", "recall_gap"]
+    assert fairness.value == pytest.approx(max(recalls) - min(recalls))
+    assert fairness.baseline is None and fairness.interval is not None
+    latency = by_gate["latency", "p95_ms"]
+    assert latency.value == alone.p95_ms and latency.baseline is None
+    assert alone.status == gate_rules.overall(alone.verdicts, "warn")
+
+    steps: list[str] = []
+    production = gate.Champion(ModelRef("release-risk", "3", "run", {gate.P95_TAG: "7.5"}), model)
+    same = gate.judge(config, model, lambda: production, {"eval": "abc"}, steps.append)
+    assert same.champion is production and same.champion_metrics == same.metrics
+    assert same.champion_teams == same.teams
+    by_gate = {(v.gate, v.metric): v for v in same.verdicts}
+    for metric in config.gates.regression.metrics:  # every resample's difference is 0
+        verdict = by_gate["regression", metric]
+        assert (verdict.status, verdict.delta, verdict.interval) == (gate_rules.PASS, 0, (0, 0))
+    stable = by_gate["stability", "flip_rate"]
+    assert (stable.status, stable.value) == (gate_rules.PASS, 0.0)
+    assert by_gate["fairness", "recall_gap"].delta == 0
+    assert by_gate["latency", "p95_ms"].baseline == 7.5
+    assert steps == [
+        f"scoring release-risk on {len(y)} eval rows",
+        "scoring production v3 on the same rows",
+        "paired bootstrap: 100 resamples",
+        "timing 20 single-row predictions",
+    ]
+
+
+def test_the_fairness_gap_counts_only_teams_with_enough_positives():
+    from slipway.propose.gate import _gap
+
+    table = {
+        "a": {"recall": 0.5, "positives": 20},
+        "b": {"recall": 0.875, "positives": 21},
+        "c": {"recall": 0.0, "positives": 19},  # one short: left out
+    }
+    assert _gap(table, 20) == 0.375
+    assert _gap(table, 19) == 0.875
+    assert _gap(table, 21) is None  # one team is no comparison
+    assert _gap({}, 1) is None
+
+
+def test_the_version_to_gate_is_the_one_given_else_the_one_just_trained(tmp_path):
+    from slipway.errors import ConfigError
+    from slipway.propose.gate import candidate_version
+
+    assert candidate_version(tmp_path, "4") == "4"
+    with pytest.raises(ConfigError, match="no --version given and no") as raised:
+        candidate_version(tmp_path, None)
+    assert "run `slipway train` first or pass --version N" in str(raised.value.hint)
+    (tmp_path / "train.json").write_text('{"version": 6}')
+    assert candidate_version(tmp_path, None) == "6"

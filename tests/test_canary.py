@@ -1076,3 +1076,51 @@ def test_cli_counts_only_what_the_running_rollout_logged(cli, capsys, monkeypatc
     write_json(server_state("staging"), {**running, "rollout": other, "started_at": later})
     assert main(["canary-report", "staging", *cli.args, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["verdict"] == "abort"
+
+
+def test_abort_without_a_registry_rewrites_only_the_rollout_and_describes_the_change(tmp_path):
+    path = _canary_manifest(tmp_path / "environments", percent=25)
+    before = path.read_text()
+    done = canary.abort(path)
+    after = path.read_text()
+    rollout = load_manifest(path).rollout
+    assert (rollout.mode, rollout.candidate_version, rollout.canary_percent) == ("none", None, 0)
+    assert done["environment"] == "staging" and done["path"] == str(path)
+    assert done["title"] == "Abort the canary of release-risk v2 in staging"
+    assert (done["from_version"], done["version"], done["digest"]) == (1, 1, DIGEST1)
+    assert (done["tags"], done["run_id"], done["before"]) == ({}, None, before)
+    assert done["manifest"].rollout.mode == "canary"  # the manifest as it was
+    pairs = [entry.split("\n") for entry in done["diff"]]  # "-old\n+new", one per changed line
+    assert [(old.split("#")[0].strip(), new.split("#")[0].strip()) for old, new in pairs] == [
+        ("-  mode: canary", "+  mode: none"),
+        ("-  candidate_version: 2", "+  candidate_version: null"),
+        ("-  canary_percent: 25.0", "+  canary_percent: 0"),
+    ]
+    assert len(after.splitlines()) == len(before.splitlines())
+
+
+def test_abort_of_an_environment_without_a_canary_is_refused_and_writes_nothing(tmp_path):
+    path = _canary_manifest(tmp_path / "environments", mode="shadow")
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="runs no canary") as raised:
+        canary.abort(path)
+    assert str(raised.value).startswith(f"{path} runs no canary (rollout mode shadow)")
+    assert "start a canary with rollout.mode: canary" in raised.value.hint
+    assert path.read_bytes() == before
+
+
+def test_estimate_and_judgement_as_documents():
+    estimate = Estimate(0.25, None, 0.5)
+    assert estimate.to_dict() == {"value": 0.25, "interval": [None, 0.5]}
+    judged = Judgement("max_p95_ratio", MET, estimate, 1.5, "why")
+    assert judged.to_dict() == {
+        "limit": "max_p95_ratio",
+        "status": MET,
+        "value": 0.25,
+        "interval": [None, 0.5],
+        "threshold": 1.5,
+        "reason": "why",
+    }
+    assert canary.skipped("max_recall_drop", "no labels") == Judgement(
+        "max_recall_drop", SKIPPED, Estimate(None, None, None), 0.0, "no labels"
+    )

@@ -237,3 +237,15 @@ def test_group_recall_counts_each_teams_positives_and_hits():
         "b": {"rows": 2, "positives": 1, "recall": 1.0},  # row 4, caught
         "c": {"rows": 1, "positives": 0, "recall": None},  # no positive: no recall
     }
+
+
+def test_the_poisson_table_is_the_inverse_cdf_at_each_cells_midpoint():
+    from slipway.propose.evaluation import _poisson_table
+
+    # Poisson(1)'s CDF: .3679, .7358, .9197, .9810; the midpoints (u + .5) / 16 fall 6, 6, 3, 1.
+    small = _poisson_table(bits=4)
+    assert small.dtype == np.float32
+    assert small.tolist() == [0.0] * 6 + [1.0] * 6 + [2.0] * 3 + [3.0]
+    table = _poisson_table()
+    assert len(table) == 2**16 and np.array_equal(table, _POISSON)
+    assert abs(float(table.mean()) - 1) < 1e-4 and abs(float(table.var()) - 1) < 1e-4

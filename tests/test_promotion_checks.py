@@ -391,3 +391,29 @@ def test_soak_verdicts_exactly_on_each_side_of_the_limit_and_with_bad_tags():
     assert checks.soaked(manifest, zoned, NOW).reason == (
         "v7 has run in staging for 1.0 h of the 1.5 h soak; 0.5 h to go"
     )
+
+
+def test_every_check_names_itself_on_every_branch():
+    manifest = _production()
+    assert checks.digest_matches(manifest, {"slipway.digest": DIGEST}) == checks.Check(
+        "digest", PASS, f"{DIGEST} is v7's Bento"
+    )
+    assert checks.digest_matches(manifest, {}) == checks.Check(
+        "digest", FAIL, "v7 has no Bento; run `slipway package`"
+    )
+    assert checks.not_frozen(manifest, NOW, None) == checks.Check(
+        "freeze", PASS, "no freeze window in force"
+    )
+    frozen = _production(freeze=[FREEZE])
+    assert checks.not_frozen(frozen, NOW, "octocat").check == "freeze"
+    assert checks.promoted_fields(None, manifest) == checks.Check("fields", PASS, "a new manifest")
+
+
+def test_moving_to_a_kubernetes_target_or_changing_two_rules_is_not_a_promotion():
+    local = _production()
+    assert checks.promoted_fields(local, _on_kubernetes()) == checks.Check(
+        "fields", FAIL, "also changes kubernetes, promotion, target: not a promotion"
+    )
+    assert checks.promoted_fields(_on_kubernetes(), local) == checks.Check(
+        "fields", FAIL, "also changes kubernetes, promotion, target: not a promotion"
+    )

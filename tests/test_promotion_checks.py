@@ -417,3 +417,10 @@ def test_moving_to_a_kubernetes_target_or_changing_two_rules_is_not_a_promotion(
     assert checks.promoted_fields(_on_kubernetes(), local) == checks.Check(
         "fields", FAIL, "also changes kubernetes, promotion, target: not a promotion"
     )
+
+
+def test_soak_hours_are_seconds_over_3600_to_the_tenth():
+    manifest = _production(soak_hours=1)
+    # 1,980 s ran: 0.55 h shown as 0.6, and 1,620 s to go: 0.45 h shown as 0.5.
+    ran = checks.soaked(manifest, _tags(hours_ago=1980 / 3600), NOW)
+    assert ran.reason == "v7 has run in staging for 0.6 h of the 1 h soak; 0.5 h to go"

@@ -106,13 +106,7 @@ class MlflowServer:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -269,3 +263,14 @@ def wait_for_server(
         time.sleep(0.5)
     stop()
     raise RuntimeError(f"mlflow server not healthy within {timeout} s")
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    """Stop a server started by a test: SIGTERM, then SIGKILL after 20 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from act_harness import wait_for_server
+from act_harness import stop_process, wait_for_server
 from slipway.serve.server import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -201,10 +201,4 @@ class TeamMlflow:
         answer.raise_for_status()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)

@@ -4,12 +4,16 @@ the truth it estimates, and is reproducible."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
+from slipway.propose.evaluation import (
+    _CHUNK_CELLS as CHUNK_CELLS,
+)
 from slipway.propose.evaluation import (
     _POISSON,
     Scores,
@@ -19,6 +23,7 @@ from slipway.propose.evaluation import (
     group_recall,
     interval,
     point_metrics,
+    poisson_weights,
 )
 
 
@@ -249,3 +254,82 @@ def test_the_poisson_table_is_the_inverse_cdf_at_each_cells_midpoint():
     table = _poisson_table()
     assert len(table) == 2**16 and np.array_equal(table, _POISSON)
     assert abs(float(table.mean()) - 1) < 1e-4 and abs(float(table.var()) - 1) < 1e-4
+
+
+def test_nothing_flagged_scores_zero_without_a_warning_and_keeps_a_two_by_two_matrix():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn warns when zero_division is left unset
+        missed = point_metrics(np.array([1, 0, 0]), Scores(np.array([0.2, 0.1, 0.3]), np.zeros(3)))
+        quiet = point_metrics(np.array([0, 0]), Scores(np.array([0.2, 0.1]), np.zeros(2)))
+    # Nothing predicted positive: precision 0/0 is 0; recall 0/1; f1 0/(0 + 0 + 1).
+    assert (missed["precision"], missed["recall"], missed["f1"]) == (0.0, 0.0, 0.0)
+    # No positive at all, none predicted: f1's 0/0 is 0 too, and the matrix is still 2 x 2.
+    assert (quiet["precision"], quiet["recall"], quiet["f1"]) == (0.0, 0.0, 0.0)
+    assert quiet["confusion_matrix"] == [[2, 0], [0, 0]]
+
+
+def test_log_loss_clips_certain_mistakes_at_one_in_a_quadrillion_on_both_sides():
+    # A positive scored 0 and a negative scored 1: each is clipped 1e-15 from certainty (in
+    # float64, 1 - (1 - 1e-15) is 9.992e-16), not scikit-learn's own epsilon (2.2e-16, 36.04
+    # nats): about 34.539 nats each.
+    found = point_metrics(np.array([1, 0]), Scores(np.array([0.0, 1.0]), np.array([0, 1])))
+    expected = -(math.log(1e-15) + math.log(1 - (1 - 1e-15))) / 2
+    assert found["log_loss"] == pytest.approx(expected, rel=1e-12)
+    assert found["log_loss"] == pytest.approx(34.5392, abs=1e-4)
+
+
+def test_group_recall_counts_hits_among_positives_only():
+    # One team: positives rows 0 and 3, caught row 0; rows 1 and 2 are flagged negatives.
+    found = group_recall(np.array([1, 0, 0, 1]), np.array([1, 1, 1, 0]), np.array(["a"] * 4))
+    assert found == {"a": {"rows": 4, "positives": 2, "recall": 0.5}}
+
+
+def test_bootstrap_defaults_are_2000_resamples_seed_0_and_groups_with_one_positive():
+    groups = np.array(["a", "a", "a", "b", "b", "c"])  # positives: a 2, b 1, c 0
+    default = bootstrap(SIX_Y, SIX, groups=groups)
+    assert len(default["cand.recall"]) == 2000
+    explicit = bootstrap(SIX_Y, SIX, groups=groups, resamples=2000, seed=0, min_positives=1)
+    assert default.keys() == explicit.keys()
+    for key in default:
+        np.testing.assert_array_equal(default[key], explicit[key])
+    # b's one positive is enough by default: a gap of a and b is resampled.
+    assert "cand.recall_gap" in default
+    assert "cand.recall_gap" not in bootstrap(SIX_Y, SIX, groups=groups, min_positives=2)
+    other = bootstrap(SIX_Y, SIX, resamples=2000, seed=1)["cand.recall"]
+    assert not np.array_equal(default["cand.recall"], other)
+
+
+def test_bootstrap_counts_only_negative_flips_when_asked():
+    # Row 0: production missed a positive the candidate catches: a flip, but not a negative one.
+    y = np.array([1, 0])
+    cand = Scores(np.array([0.9, 0.1]), np.array([1, 0]))
+    champ = Scores(np.array([0.1, 0.1]), np.array([0, 0]))
+    every = bootstrap(y, cand, champ, resamples=200, seed=4)["flip_rate"]
+    negative = bootstrap(y, cand, champ, resamples=200, seed=4, negative_flips=True)["flip_rate"]
+    drawn = ~np.isnan(negative)  # a resample that weighs both rows 0 has no rate
+    assert np.array_equal(negative[drawn], np.zeros(drawn.sum()))
+    assert (every[drawn] > 0).any()
+
+
+@pytest.mark.parametrize(("rows", "resamples"), [(CHUNK_CELLS // 3 + 1, 5), (CHUNK_CELLS, 3)])
+def test_bootstrap_draws_each_chunk_of_weights_from_its_own_seed_stream(rows, resamples):
+    """A chunk holds as many resamples as fit in 250,000 weights (at least one), and chunk k
+    draws from the k-th child of the seed: the same seed gives the same figures on any core
+    count, and these rows are split 2 + 2 + 1 and 1 + 1 + 1."""
+    rng = np.random.default_rng(2)
+    y = (rng.random(rows) < 0.4).astype(int)
+    proba = rng.random(rows)
+    cand = Scores(proba, (proba > 0.5).astype(int))
+    found = bootstrap(y, cand, resamples=resamples, seed=9)
+
+    per_chunk = max(1, CHUNK_CELLS // rows)
+    sizes = [min(per_chunk, resamples - start) for start in range(0, resamples, per_chunk)]
+    assert sum(sizes) == resamples and len(sizes) == 3
+    resampled = _Resampled(y, {"cand": cand})
+    children = np.random.SeedSequence(9).spawn(len(sizes))
+    parts = [
+        resampled.compute(poisson_weights(np.random.default_rng(child), size, rows))
+        for size, child in zip(sizes, children, strict=True)
+    ]
+    for key in found:
+        np.testing.assert_array_equal(found[key], np.concatenate([p[key] for p in parts]))

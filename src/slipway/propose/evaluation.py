@@ -246,9 +246,10 @@ class _Resampled:
                         ],
                         axis=1,
                     )
-                    out[f"{key}.recall_gap"] = np.nanmax(recalls, axis=1) - np.nanmin(
-                        recalls, axis=1
-                    )
+                    # NaN-ignoring max and min; a resample with no positive in any group
+                    # has no gap (NaN), and no warning either.
+                    gap = np.fmax.reduce(recalls, axis=1) - np.fmin.reduce(recalls, axis=1)
+                    out[f"{key}.recall_gap"] = gap
             if "flips" in sums:
                 out["flip_rate"] = sums["flips"] / total
         return out

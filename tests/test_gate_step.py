@@ -8,6 +8,7 @@ registry) and the production version behind its alias.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,10 +96,10 @@ def _judgement(champion, status="fail", verdicts=None, p95_ms=3.14159) -> gate.J
 
 
 def test_record_writes_gate_json_tags_the_version_and_logs_the_eval_metrics(
-    tmp_path, registry, config, eval_set
+    tmp_path, registry, versions, config
 ):
-    candidate = _register(registry, config, eval_set, 0.5)
-    champion = gate.Champion(_register(registry, config, eval_set, 0.4), model=None)
+    candidate = registry.get("release-risk", versions(**{"slipway.git_commit": "c0ffee"}))
+    champion = gate.Champion(registry.get("release-risk", versions()), model=None)
     judgement = _judgement(champion)
     before = datetime.now(UTC).replace(microsecond=0)
 
@@ -118,7 +119,7 @@ def test_record_writes_gate_json_tags_the_version_and_logs_the_eval_metrics(
             "model_uri": f"models:/release-risk/{candidate.version}",
             "run_id": candidate.run_id,
             "run_url": None,  # a SQLite registry has no web page for a run
-            "git_commit": "commit-0.5",
+            "git_commit": "c0ffee",
             "metrics": judgement.metrics,
             "teams": judgement.teams,
         },
@@ -127,7 +128,7 @@ def test_record_writes_gate_json_tags_the_version_and_logs_the_eval_metrics(
             "model_uri": f"models:/release-risk/{champion.ref.version}",
             "run_id": champion.ref.run_id,
             "run_url": None,
-            "git_commit": "commit-0.4",
+            "git_commit": None,
             "metrics": {"recall": 0.5},
             "teams": {"b": {"recall": 0.5, "positives": 2}},
         },
@@ -137,7 +138,7 @@ def test_record_writes_gate_json_tags_the_version_and_logs_the_eval_metrics(
         "gates": [gate_rules.to_dict(v) for v in judgement.verdicts],
     }
     tags = registry.get("release-risk", candidate.version).tags
-    assert {k: v for k, v in tags.items() if k.startswith("slipway.gate") or k == gate.P95_TAG} == {
+    assert {k: v for k, v in tags.items() if k != "slipway.git_commit"} == {
         "slipway.gate": "fail",
         "slipway.gate_eval_digest": "eval-digest",
         "slipway.gate_champion": champion.ref.version,
@@ -149,9 +150,9 @@ def test_record_writes_gate_json_tags_the_version_and_logs_the_eval_metrics(
 
 
 def test_record_without_a_champion_or_profile_or_run_says_none_and_logs_nothing(
-    tmp_path, registry, config, eval_set
+    tmp_path, registry, versions, config
 ):
-    registered = _register(registry, config, eval_set, 0.5)
+    registered = registry.get("release-risk", versions())
     candidate = ModelRef(registered.name, registered.version, None, {})  # a version with no run
     judgement = _judgement(None, status="pass", verdicts=[_verdict("latency", "p95_ms", "pass")])
 
@@ -165,44 +166,41 @@ def test_record_without_a_champion_or_profile_or_run_says_none_and_logs_nothing(
     assert registry.run_metrics(registered.run_id) == {}
 
 
-def test_evaluate_judges_the_copy_train_left_against_the_production_alias(
+def test_evaluate_judges_the_copy_train_left_else_the_registrys_against_the_production_alias(
     tmp_path, registry, config, eval_set
 ):
     _, y = eval_set
-    champion = _register(registry, config, eval_set, 0.4)
-    registry.set_alias("release-risk", "production", champion.version)
-    registry.tag("release-risk", champion.version, {gate.P95_TAG: "2.5"})
     candidate = _register(registry, config, eval_set, 0.6, copy_to=tmp_path / MODEL_COPY_DIR)
     (tmp_path / "train.json").write_text(json.dumps({"version": int(candidate.version)}))
     steps: list[str] = []
 
-    ref, judgement = gate.evaluate(config, registry, tmp_path, progress=steps.append)
+    ref, alone = gate.evaluate(config, registry, tmp_path, progress=steps.append)
 
     assert (ref.version, ref.run_id) == (candidate.version, candidate.run_id)
     assert ref.tags[MODEL_DIGEST_TAG] == candidate.tags[MODEL_DIGEST_TAG]
-    assert judgement.threshold == 0.6  # the candidate's model, not production's
-    assert judgement.champion.ref.version == champion.version
-    assert judgement.champion.model.threshold == 0.4
-    by_gate = {(v.gate, v.metric): v for v in judgement.verdicts}
+    assert alone.threshold == 0.6 and alone.eval["rows"] == len(y)
+    assert alone.champion is None and alone.champion_metrics is None
+    assert steps[:2] == [
+        f"using {tmp_path / MODEL_COPY_DIR}: v{candidate.version}'s registered bytes",
+        f"scoring release-risk on {len(y)} eval rows",
+    ]
+
+    champion = _register(registry, config, eval_set, 0.4)  # a later version, made production
+    registry.set_alias("release-risk", "production", champion.version)
+    registry.tag("release-risk", champion.version, {gate.P95_TAG: "2.5"})
+    shutil.rmtree(tmp_path / MODEL_COPY_DIR)
+    steps.clear()
+
+    ref, judged = gate.evaluate(config, registry, tmp_path, candidate.version, steps.append)
+
+    assert ref.version == candidate.version
+    assert judged.threshold == 0.6  # the candidate's model, not production's
+    assert judged.champion.ref.version == champion.version
+    assert judged.champion.model.threshold == 0.4
+    by_gate = {(v.gate, v.metric): v for v in judged.verdicts}
     assert by_gate["latency", "p95_ms"].baseline == 2.5
-    assert judgement.eval["rows"] == len(y)
-    assert steps[0] == f"using {tmp_path / MODEL_COPY_DIR}: v{candidate.version}'s registered bytes"
-    assert steps[1:3] == [
+    assert steps[:3] == [
+        f"loading release-risk v{candidate.version} from the registry",
         f"scoring release-risk on {len(y)} eval rows",
         f"scoring production v{champion.version} on the same rows",
     ]
-
-
-def test_evaluate_loads_from_the_registry_without_a_copy_and_with_no_production(
-    tmp_path, registry, config, eval_set
-):
-    candidate = _register(registry, config, eval_set, 0.3)
-    _register(registry, config, eval_set, 0.7)  # a later version: --version picks the one named
-    steps: list[str] = []
-
-    ref, judgement = gate.evaluate(config, registry, tmp_path, candidate.version, steps.append)
-
-    assert ref.version == candidate.version and judgement.threshold == 0.3
-    assert judgement.champion is None and judgement.champion_metrics is None
-    assert steps[0] == f"loading release-risk v{candidate.version} from the registry"
-    assert steps[1].startswith("scoring release-risk on ")

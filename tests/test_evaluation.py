@@ -68,7 +68,10 @@ def test_resampled_metrics_equal_sklearn_with_sample_weight(data, positives_are,
                 ),
             }
             for metric, value in expected.items():
-                assert got[f"{key}.{metric}"][i] == pytest.approx(value, rel=1e-6), (key, metric)
+                # Counts are whole numbers, exact in float32; the log-loss column is a float32
+                # sum whose rounding depends on the CPU's BLAS kernel.
+                rel = 1e-5 if metric == "log_loss" else 1e-6
+                assert got[f"{key}.{metric}"][i] == pytest.approx(value, rel=rel), (key, metric)
             recalls = [
                 skm.recall_score(y[member], scores.pred[member], sample_weight=w[member])
                 for member in (groups == g for g in np.unique(groups))

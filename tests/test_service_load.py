@@ -329,7 +329,8 @@ def test_a_killed_worker_is_replaced_and_the_environment_keeps_answering(project
                 answer = session.post(f"{url}/predict", data=body, headers=JSON, timeout=60)
                 status: int | str = answer.status_code
                 ids = [a["request_id"] for a in answer.json()] if answer.ok else []
-            except requests.ConnectionError:
+            # The killed worker's connections break: refused, reset, or cut inside a body.
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 status, ids = "connection", []
                 session.close()
                 session = requests.Session()

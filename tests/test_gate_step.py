@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import FixedThresholdClassifier
@@ -21,6 +22,7 @@ from slipway.config import load_config
 from slipway.propose import gate, gate_rules
 from slipway.propose.contract import prepare, read_dataset
 from slipway.propose.datasets import split_paths
+from slipway.propose.evaluation import Scores, bootstrap, flipped, group_recall, point_metrics
 from slipway.registry import MODEL_COPY_DIR, MODEL_DIGEST_TAG, ModelRef
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,3 +206,188 @@ def test_evaluate_judges_the_copy_train_left_else_the_registrys_against_the_prod
         f"scoring release-risk on {len(y)} eval rows",
         f"scoring production v{champion.version} on the same rows",
     ]
+
+
+
+def _knobs(config, eval_path=None, group_column="team"):
+    """``config`` with every knob the gate step passes on set off its default."""
+    gates = config.gates
+    gates = gates.model_copy(
+        update={
+            "regression": gates.regression.model_copy(
+                update={"resamples": 60, "confidence": 0.8, "on_inconclusive": "fail"}
+            ),
+            "fairness": gates.fairness.model_copy(update={"min_positives": 5}),
+            "stability": gates.stability.model_copy(update={"flips": "all"}),
+            "latency": gates.latency.model_copy(update={"calls": 4}),
+        }
+    )
+    update = {
+        "gates": gates,
+        "training": config.training.model_copy(update={"seed": 7}),
+        "group_column": group_column,
+    }
+    if eval_path is not None:
+        update["data"] = config.data.model_copy(update={"eval": eval_path})
+    return config.model_copy(update=update)
+
+
+def _scores(model, features):
+    proba = model.predict_proba(features)[:, 1]
+    return Scores(proba, model.predict(features))
+
+
+def _expected(config, y, cand, champ, groups):
+    """The candidate's and production's point metrics and team tables, and every verdict but
+    latency's, from the gate rules on a bootstrap run by hand."""
+    rules = config.gates
+    min_pos, negative = rules.fairness.min_positives, rules.stability.flips == "negative"
+    samples = bootstrap(
+        y,
+        cand,
+        champ,
+        groups,
+        resamples=rules.regression.resamples,
+        seed=config.training.seed,
+        min_positives=min_pos,
+        negative_flips=negative,
+    )
+    metrics = [point_metrics(y, s) for s in (cand, champ)]
+    teams = [group_recall(y, s.pred, groups) for s in (cand, champ)]
+    flip_rate = float(np.mean(flipped(y, cand.pred, champ.pred, negative)))
+    confidence = rules.regression.confidence
+    verdicts = [
+        *gate_rules.thresholds(rules, metrics[0], metrics[1], samples, confidence),
+        *gate_rules.regression(rules, metrics[0], metrics[1], samples),
+        gate_rules.fairness(
+            rules, gate._gap(teams[0], min_pos), gate._gap(teams[1], min_pos), samples, confidence
+        ),
+        gate_rules.stability(rules, flip_rate, samples, confidence),
+    ]
+    return metrics, teams, verdicts
+
+
+def test_judge_scores_production_apart_and_passes_every_knob_on(config, eval_set):
+    features, y = eval_set
+    config = _knobs(config)
+    frame = read_dataset(split_paths(config)["eval"])
+    groups = frame["team"].astype("string").to_numpy(dtype=object)
+    candidate, production = _fitted(features, y, 0.3), _fitted(features, y, 0.6)
+    cand, champ = _scores(candidate, features), _scores(production, features)
+    metrics, teams, verdicts = _expected(config, y, cand, champ, groups)
+    ref = ModelRef("release-risk", "3", "run", {gate.P95_TAG: "0.001"})
+
+    judged = gate.judge(config, candidate, lambda: gate.Champion(ref, production), {"eval": "e"})
+
+    assert (judged.metrics, judged.champion_metrics) == (metrics[0], metrics[1])
+    assert (judged.teams, judged.champion_teams) == (teams[0], teams[1])
+    assert judged.verdicts[:-1] == verdicts
+    latency = judged.verdicts[-1]
+    assert (latency.gate, latency.metric, latency.baseline) == ("latency", "p95_ms", 0.001)
+    assert latency.value == judged.p95_ms > 0
+    assert latency.delta == pytest.approx(judged.p95_ms - 0.001)
+    assert judged.status == gate_rules.overall(judged.verdicts, "fail")
+    np.testing.assert_array_equal(judged.probabilities, cand.proba)
+    assert judged.threshold == 0.3
+    assert judged.eval == {"rows": len(y), "positives": int(y.sum()), "sha256": "e"}
+    flips = {v.metric: v for v in judged.verdicts if v.gate == "stability"}["flip_rate"]
+    assert flips.value == float(np.mean(cand.pred != champ.pred))  # "all": every changed call
+
+
+def test_judge_counts_rows_without_a_team_as_their_own_group_and_skips_fairness_without_one(
+    tmp_path, config, eval_set
+):
+    features, y = eval_set
+    frame = read_dataset(split_paths(config)["eval"])
+    frame.loc[frame.index[:40], "team"] = None
+    path = tmp_path / "eval.csv"
+    frame.to_csv(path, index=False)
+    model = _fitted(features, y, 0.3)
+    scores = _scores(model, features)
+    groups = frame["team"].astype("string").fillna("(none)").to_numpy(dtype=object)
+
+    judged = gate.judge(_knobs(config, path), model, lambda: None, {"eval": "e"})
+
+    assert judged.teams == group_recall(y, scores.pred, groups)
+    assert "(none)" in judged.teams
+    fairness = {v.gate: v for v in judged.verdicts}["fairness"]
+    assert fairness.value == gate._gap(judged.teams, 5)
+
+    alone = gate.judge(_knobs(config, path, group_column=None), model, lambda: None, {"eval": "e"})
+    assert alone.teams == {} and alone.champion_teams == {}
+    assert {v.gate: v for v in alone.verdicts}["fairness"].status == gate_rules.SKIPPED
+
+
+class _Counted(FixedThresholdClassifier):
+    """A threshold classifier that notes the rows of every ``predict`` call."""
+
+    def predict(self, X):
+        self.calls.append(len(X))
+        return super().predict(X)
+
+
+@pytest.fixture
+def rows():
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(rng.normal(size=(500, 3)), columns=["a", "b", "c"])
+    return features, (features["a"] + rng.normal(size=500) > 0).astype(int).to_numpy()
+
+
+def _counted(rows, target=None, **options):
+    features, y = rows
+    model = _Counted(LogisticRegression(), **options).fit(features, y if target is None else target)
+    model.calls = []
+    return model
+
+
+def test_decisions_of_a_threshold_classifier_come_from_its_probabilities_after_a_probe(rows):
+    features, _ = rows
+    model = _counted(rows, threshold=0.5, response_method="predict_proba")
+    proba = model.predict_proba(features)[:, 1]
+    model.threshold = float(proba[5])  # one row exactly at the threshold: >= predicts 1
+    expected = model.predict(features)
+    model.calls = []
+
+    decisions = gate._decisions(model, features, proba)
+
+    np.testing.assert_array_equal(decisions, expected)
+    assert decisions[5] == 1 and decisions.dtype == np.int64
+    assert model.calls == [200]  # the probe only
+    whole = _counted(rows, threshold=1, response_method="predict_proba", pos_label=1)
+    gate._decisions(whole, features, whole.predict_proba(features)[:, 1])
+    assert whole.calls == [200]  # a whole-number threshold and the positive label named
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"threshold": True, "response_method": "predict_proba"},  # a flag, not a number
+        {"threshold": "auto", "response_method": "predict_proba"},
+        {"threshold": 0.5, "response_method": "decision_function"},
+        {"threshold": 0.5, "response_method": "predict_proba", "pos_label": 0},
+    ],
+)
+def test_decisions_of_other_models_are_predicts(rows, options):
+    features, _ = rows
+    model = _counted(rows, **options)
+    proba = model.predict_proba(features)[:, 1]
+
+    decisions = gate._decisions(model, features, proba)
+
+    assert model.calls == [500]
+    model.calls = []
+    np.testing.assert_array_equal(decisions, model.predict(features))
+
+
+def test_decisions_with_other_labels_or_a_probe_that_disagrees_are_predicts(rows):
+    features, y = rows
+    labelled = _counted(rows, target=y + 1, threshold=0.5, response_method="predict_proba")
+    decisions = gate._decisions(labelled, features, labelled.predict_proba(features)[:, 1])
+    assert labelled.calls == [500] and set(decisions) == {1, 2}
+
+    model = _counted(rows, threshold=0.5, response_method="predict_proba")
+    proba = model.predict_proba(features)[:, 1]
+    decisions = gate._decisions(model, features, 1 - proba)  # not this model's probabilities
+    assert model.calls == [200, 500]
+    model.calls = []
+    np.testing.assert_array_equal(decisions, model.predict(features))

@@ -84,7 +84,7 @@ def _empty_registry_database() -> Path:
     if not path.is_file():
         staging = Path(tempfile.mkdtemp(prefix="slipway-empty-mlflow-"))
         MlflowClient(f"sqlite:///{staging / 'mlflow.db'}").search_experiments()
-        os.replace(staging / "mlflow.db", path)
+        (staging / "mlflow.db").replace(path)
         shutil.rmtree(staging, ignore_errors=True)
     return path
 

@@ -191,6 +191,7 @@ def test_evaluate_judges_the_copy_train_left_else_the_registrys_against_the_prod
     registry.set_alias("release-risk", "production", champion.version)
     registry.tag("release-risk", champion.version, {gate.P95_TAG: "2.5"})
     shutil.rmtree(tmp_path / MODEL_COPY_DIR)
+    (tmp_path / "train.json").write_text(json.dumps({"version": int(champion.version)}))
     steps.clear()
 
     ref, judged = gate.evaluate(config, registry, tmp_path, candidate.version, steps.append)
@@ -208,22 +209,22 @@ def test_evaluate_judges_the_copy_train_left_else_the_registrys_against_the_prod
     ]
 
 
-
-def _knobs(config, eval_path=None, group_column="team"):
-    """``config`` with every knob the gate step passes on set off its default."""
-    gates = config.gates
-    gates = gates.model_copy(
-        update={
-            "regression": gates.regression.model_copy(
-                update={"resamples": 60, "confidence": 0.8, "on_inconclusive": "fail"}
-            ),
-            "fairness": gates.fairness.model_copy(update={"min_positives": 5}),
-            "stability": gates.stability.model_copy(update={"flips": "all"}),
-            "latency": gates.latency.model_copy(update={"calls": 4}),
-        }
-    )
+def _knobs(config, eval_path=None, group_column="team", **gates):
+    """``config`` with every knob the gate step passes on set off its default; ``gates``
+    replaces whole sections (``thresholds``, ``fairness``...) or, for ``regression``, fields."""
+    found = config.gates
+    regression = {"resamples": 60, "confidence": 0.8, "on_inconclusive": "fail"}
+    sections = {
+        "regression": found.regression.model_copy(
+            update={**regression, **gates.pop("regression", {})}
+        ),
+        "fairness": found.fairness.model_copy(update={"min_positives": 5}),
+        "stability": found.stability.model_copy(update={"flips": "all"}),
+        "latency": found.latency.model_copy(update={"calls": 4}),
+        **gates,
+    }
     update = {
-        "gates": gates,
+        "gates": found.model_copy(update=sections),
         "training": config.training.model_copy(update={"seed": 7}),
         "group_column": group_column,
     }
@@ -237,21 +238,26 @@ def _scores(model, features):
     return Scores(proba, model.predict(features))
 
 
-def _expected(config, y, cand, champ, groups):
-    """The candidate's and production's point metrics and team tables, and every verdict but
-    latency's, from the gate rules on a bootstrap run by hand."""
+def _samples(config, y, cand, champ, groups):
     rules = config.gates
-    min_pos, negative = rules.fairness.min_positives, rules.stability.flips == "negative"
-    samples = bootstrap(
+    return bootstrap(
         y,
         cand,
         champ,
         groups,
         resamples=rules.regression.resamples,
         seed=config.training.seed,
-        min_positives=min_pos,
-        negative_flips=negative,
+        min_positives=rules.fairness.min_positives,
+        negative_flips=rules.stability.flips == "negative",
     )
+
+
+def _expected(config, y, cand, champ, groups):
+    """The candidate's and production's point metrics and team tables, and every verdict but
+    latency's, from the gate rules on a bootstrap run by hand."""
+    rules = config.gates
+    min_pos, negative = rules.fairness.min_positives, rules.stability.flips == "negative"
+    samples = _samples(config, y, cand, champ, groups)
     metrics = [point_metrics(y, s) for s in (cand, champ)]
     teams = [group_recall(y, s.pred, groups) for s in (cand, champ)]
     flip_rate = float(np.mean(flipped(y, cand.pred, champ.pred, negative)))
@@ -267,13 +273,27 @@ def _expected(config, y, cand, champ, groups):
     return metrics, teams, verdicts
 
 
-def test_judge_scores_production_apart_and_passes_every_knob_on(config, eval_set):
+@pytest.fixture
+def pair(config, eval_set):
+    """A candidate that flags fewer releases than production, with their eval-set scores and
+    the eval rows' teams."""
     features, y = eval_set
-    config = _knobs(config)
     frame = read_dataset(split_paths(config)["eval"])
     groups = frame["team"].astype("string").to_numpy(dtype=object)
-    candidate, production = _fitted(features, y, 0.3), _fitted(features, y, 0.6)
-    cand, champ = _scores(candidate, features), _scores(production, features)
+    candidate, production = _fitted(features, y, 0.6), _fitted(features, y, 0.3)
+    scores = _scores(candidate, features), _scores(production, features)
+    return candidate, production, *scores, groups
+
+
+@pytest.mark.parametrize("flips", ["negative", "all"])
+def test_judge_scores_production_apart_and_passes_every_knob_on(config, eval_set, pair, flips):
+    _, y = eval_set
+    candidate, production, cand, champ, groups = pair
+    # The team cut-off leaves out the team with the fewest positives, so it shows.
+    positives = sorted(t["positives"] for t in group_recall(y, y, groups).values())
+    fairness = config.gates.fairness.model_copy(update={"min_positives": positives[0] + 1})
+    stability = config.gates.stability.model_copy(update={"flips": flips})
+    config = _knobs(config, fairness=fairness, stability=stability)
     metrics, teams, verdicts = _expected(config, y, cand, champ, groups)
     ref = ModelRef("release-risk", "3", "run", {gate.P95_TAG: "0.001"})
 
@@ -286,12 +306,41 @@ def test_judge_scores_production_apart_and_passes_every_knob_on(config, eval_set
     assert (latency.gate, latency.metric, latency.baseline) == ("latency", "p95_ms", 0.001)
     assert latency.value == judged.p95_ms > 0
     assert latency.delta == pytest.approx(judged.p95_ms - 0.001)
-    assert judged.status == gate_rules.overall(judged.verdicts, "fail")
     np.testing.assert_array_equal(judged.probabilities, cand.proba)
-    assert judged.threshold == 0.3
+    assert judged.threshold == 0.6
     assert judged.eval == {"rows": len(y), "positives": int(y.sum()), "sha256": "e"}
-    flips = {v.metric: v for v in judged.verdicts if v.gate == "stability"}["flip_rate"]
-    assert flips.value == float(np.mean(cand.pred != champ.pred))  # "all": every changed call
+    changed = cand.pred != champ.pred
+    wrong = cand.pred != y
+    flip_rate = {v.gate: v for v in judged.verdicts}["stability"].value
+    assert flip_rate == float(np.mean(changed & wrong if flips == "negative" else changed))
+    assert 0 < np.mean(changed & wrong) < np.mean(changed)  # the two kinds differ here
+
+
+@pytest.mark.parametrize("on_inconclusive", ["fail", "warn"])
+def test_judge_applies_the_inconclusive_policy(config, eval_set, pair, on_inconclusive):
+    """Every gate passes but one regression straddles its tolerance: the policy decides."""
+    _, y = eval_set
+    candidate, production, cand, champ, groups = pair
+    loose = {
+        "thresholds": {},
+        "fairness": config.gates.fairness.model_copy(update={"max_gap": 1.0}),
+        "stability": config.gates.stability.model_copy(update={"max_flip_rate": 1.0}),
+        "latency": config.gates.latency.model_copy(update={"p95_ms": 10_000, "calls": 4}),
+    }
+    probe = _knobs(config, **loose)
+    samples = _samples(probe, y, cand, champ, groups)
+    low, high = gate_rules.interval(samples["cand.recall"] - samples["champ.recall"], 0.8)
+    assert high < 0  # the candidate's recall is lower in every resample
+    straddle = {"metrics": ["recall"], "tolerance": -(low + high) / 2}
+    config = _knobs(config, regression={**straddle, "on_inconclusive": on_inconclusive}, **loose)
+    ref = ModelRef("release-risk", "3", "run", {})
+
+    judged = gate.judge(config, candidate, lambda: gate.Champion(ref, production), {"eval": "e"})
+
+    statuses = {(v.gate, v.metric): v.status for v in judged.verdicts}
+    assert statuses.pop(("regression", "recall")) == gate_rules.INCONCLUSIVE
+    assert set(statuses.values()) == {gate_rules.PASS}
+    assert judged.status == {"fail": gate_rules.FAIL, "warn": gate_rules.PASS}[on_inconclusive]
 
 
 def test_judge_counts_rows_without_a_team_as_their_own_group_and_skips_fairness_without_one(
@@ -321,9 +370,9 @@ def test_judge_counts_rows_without_a_team_as_their_own_group_and_skips_fairness_
 class _Counted(FixedThresholdClassifier):
     """A threshold classifier that notes the rows of every ``predict`` call."""
 
-    def predict(self, X):
-        self.calls.append(len(X))
-        return super().predict(X)
+    def predict(self, features):
+        self.calls.append(len(features))
+        return super().predict(features)
 
 
 @pytest.fixture
@@ -391,3 +440,34 @@ def test_decisions_with_other_labels_or_a_probe_that_disagrees_are_predicts(rows
     assert model.calls == [200, 500]
     model.calls = []
     np.testing.assert_array_equal(decisions, model.predict(features))
+
+
+class _LooksLikeOne:
+    """A model with a numeric ``threshold`` and only some of a threshold classifier's other
+    attributes: ``predict`` is the only way to its decisions."""
+
+    def __init__(self, **attributes):
+        self.threshold = 0.5
+        self.__dict__.update(attributes)
+        self.calls = 0
+
+    def predict(self, features):
+        self.calls += 1
+        return np.ones(len(features), dtype=np.int64)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {},  # no response_method
+        {"response_method": "predict_proba"},  # no pos_label, no classes_
+        {"response_method": "predict_proba", "pos_label": 1},  # no classes_
+    ],
+)
+def test_decisions_of_a_model_missing_attributes_are_predicts(rows, attributes):
+    features, _ = rows
+    model = _LooksLikeOne(**attributes)
+
+    decisions = gate._decisions(model, features, np.zeros(len(features)))
+
+    assert model.calls == 1 and decisions.tolist() == [1] * len(features)

@@ -205,6 +205,8 @@ def test_at_most_says_why():
     assert judged.reason == "p95 ratio n/a [0.000, ∞] straddles 1.500: undecided"
     broken = at_most("x", "share", Estimate(0.5, 0.3, 0.7), 0.1, ".2f")
     assert broken.reason == "share 0.50 [0.30, 0.70] > 0.10"
+    met = at_most("x", "error rate change", Estimate(0.001, None, 0.005), 0.01, "+.4f")
+    assert met.reason == "error rate change +0.0010 [-∞, +0.0050] ≤ +0.0100"
 
 
 @pytest.mark.parametrize(
@@ -228,6 +230,7 @@ def test_at_most_says_why():
 def test_within(low, high, status):
     judged = within("max_high_risk_share_change", "share", Estimate(0.0, low, high), 0.1, "+.3f")
     assert judged.status == status
+    assert judged.threshold == 0.1 and judged.limit == "max_high_risk_share_change"
 
 
 def test_within_says_why():
@@ -235,6 +238,8 @@ def test_within_says_why():
     assert judged.reason == "high-risk share change +0.020 [-0.030, +0.070] within ±0.100"
     judged = within("m", "change", Estimate(-0.3, -0.4, -0.2), 0.1, "+.3f")
     assert judged.reason == "change -0.300 [-0.400, -0.200] outside ±0.100"
+    judged = within("m", "change", Estimate(0.1, None, 0.15), 0.1, "+.3f")
+    assert judged.reason == "change +0.100 [-∞, +0.150] reaches past ±0.100: undecided"
 
 
 # --- the verdict -------------------------------------------------------------------------
@@ -436,6 +441,38 @@ def test_route_figures_on_a_small_hand_computed_route():
     # p95 at position 13.3: 14 + .3; B(11; 15, .95) = .0055 <= .025 < B(12) = .0362: the 12th
     assert figures["p95_latency_ms"] == {"value": pytest.approx(14.3), "interval": [12.0, None]}
     assert canary.route_figures(found, 0.95, labelled=False)["recall"] is None
+
+
+def test_judge_with_labels_splits_the_confidence_four_ways_and_names_each_figure():
+    stable = _sample(1000, high_risk=300, positives=100, caught=90)
+    candidate = _sample(1000, failed=10, high_risk=330, positives=100, caught=85)
+    found = _by_limit(stable, candidate, labelled=True)
+    level = limit_level(0.95, labelled=True)  # .9875
+    pairs = {
+        "max_error_rate_increase": newcombe(10, 1010, 0, 1000, level),
+        "max_high_risk_share_change": newcombe(330, 1000, 300, 1000, level),
+        "max_recall_drop": newcombe(90, 100, 85, 100, level),
+    }
+    for name, expected in pairs.items():
+        estimate = found[name].estimate
+        assert (estimate.low, estimate.high) == pytest.approx(expected)
+    starts = {
+        "max_error_rate_increase": "error rate change +0.0099 [",  # 10 / 1010
+        "max_p95_ratio": "p95 latency ratio 1.000 [",
+        "max_high_risk_share_change": "high-risk share change +0.0300 [",
+        "max_recall_drop": "recall drop +0.0500 [",  # .90 - .85
+    }
+    for name, start in starts.items():
+        assert found[name].reason.startswith(start), found[name].reason
+    assert found["max_recall_drop"].threshold == 0.05
+
+
+def test_route_figures_bound_the_p95_from_100_batches():
+    figures = canary.route_figures(
+        _sample(latencies=[float(v) for v in range(1, 101)]), 0.95, False
+    )
+    # position 94.05: 95 + .05; the 90th and 100th values bound it (as quantile_interval pins)
+    assert figures["p95_latency_ms"] == {"value": pytest.approx(95.05), "interval": [90.0, 100.0]}
 
 
 def test_route_figures_of_an_empty_route_say_nothing_is_known():

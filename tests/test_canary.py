@@ -726,6 +726,72 @@ def test_read_rollout_keeps_only_the_served_records_of_this_rollout(tmp_path):
     )  # exactly at the start counts
 
 
+def test_the_report_document_names_the_rollout_and_counts_from_the_server_start(tmp_path):
+    logs = tmp_path / "logs"
+    _write_log(logs, {"stable": 5, "canary": 4}, failed=1, share=0.4)  # one a millisecond
+    labels = tmp_path / "labels.csv"
+    labels.write_text("release_id,high_risk\nstable-2,1\nstable-3,1\ncanary-2,1\ncanary-3,0\n")
+    manifest = load_manifest(_canary_manifest(tmp_path / "environments", percent=25))
+    now, started = START + timedelta(hours=1), START + timedelta(milliseconds=2)
+    document = canary.canary_report("staging", CONFIG, manifest, logs, labels, now, started)
+    assert {key: document[key] for key in list(document)[:10]} == {
+        "schema": "slipway.canary/1",
+        "environment": "staging",
+        "model": "release-risk",
+        "stable_version": "1",
+        "candidate_version": "2",
+        "canary_percent": 25.0,
+        "log_dir": str(logs),
+        "labels": str(labels),
+        # stable-0, -1 and canary-0, -1 (the failed one) came before the server started
+        "records": {
+            "read": 9,
+            "unreadable": 0,
+            "used": 5,
+            "since": "2026-07-01T12:00:00.002000+00:00",
+        },
+        "limits": CONFIG.canary.model_dump(),
+    }
+    assert document["limit_confidence"] == pytest.approx(0.9875)
+    stable, candidate = document["routes"]["stable"], document["routes"]["canary"]
+    assert (stable["predictions"], candidate["predictions"], candidate["errors"]) == (3, 2, 0)
+    assert stable["recall"]["labelled_positives"] == 2 and candidate["recall"]["value"] == 1.0
+    assert [j["limit"] for j in document["judgements"]] == [
+        "max_error_rate_increase",
+        "max_p95_ratio",
+        "max_high_risk_share_change",
+        "max_recall_drop",
+    ]
+    assert document["verdict"] == WAIT
+    assert document["reasons"] == [
+        "stable has 3 of 200 predictions: 197 more needed",
+        "canary has 2 of 200 predictions: 198 more needed",
+    ]
+    assert document["generated_at"] == "2026-07-01T13:00:00+00:00"
+    unlabelled = canary.canary_report("staging", CONFIG, manifest, logs, now=now)
+    assert unlabelled["labels"] is None and unlabelled["records"]["used"] == 9
+    assert unlabelled["limit_confidence"] == pytest.approx(1 - 0.05 / 3)
+    assert unlabelled["routes"]["canary"]["recall"] is None
+
+
+def test_write_report_writes_canary_json(tmp_path):
+    document = {"schema": "slipway.canary/1", "verdict": WAIT, "reasons": ["±0.1000"]}
+    path = canary.write_report(document, tmp_path)
+    assert path == tmp_path / "canary.json"
+    assert json.loads(path.read_text(encoding="utf-8")) == document
+
+
+def test_a_report_on_no_canary_says_how_to_start_one(tmp_path):
+    manifest = load_manifest(_canary_manifest(tmp_path / "environments", mode="none"))
+    with pytest.raises(ConfigError) as raised:
+        canary.canary_report("staging", CONFIG, manifest, tmp_path / "logs")
+    assert raised.value.message == "staging runs no canary (rollout mode none)"
+    assert raised.value.hint == (
+        "set rollout.mode: canary with a candidate_version in environments/staging.yaml, "
+        "or report on an environment that runs one"
+    )
+
+
 def test_a_manifest_without_a_canary_is_a_config_error(served_log, tmp_path):
     for mode in ("none", "shadow"):
         manifest = load_manifest(_canary_manifest(tmp_path / mode, mode=mode))
@@ -801,6 +867,53 @@ def test_render_shows_the_figures_the_limits_and_the_verdict(served_log, tmp_pat
     assert "verdict: abort" in lines
     [reason] = [line for line in lines if line.startswith("  - ")]
     assert reason.startswith("  - max_high_risk_share_change: ") and "outside ±0.1000" in reason
+
+
+def test_render_lines_of_a_hand_written_document():
+    document = {
+        "routes": {
+            "stable": {
+                "version": "1",
+                "predictions": 20,
+                "errors": 6,
+                "batches": 20,
+                "failed_batches": 5,
+                "error_rate": {"value": 0.25, "interval": [0.11186, 0.46868]},
+                "p95_latency_ms": {"value": 14.3, "interval": [12.0, None]},
+                "high_risk_share": {"value": 0.2, "interval": [0.11186, 0.46868]},
+                "recall": {"value": 0.6, "interval": [0.4, 0.75], "labelled_positives": 15},
+            },
+            "canary": {
+                "version": "2",
+                "predictions": 0,
+                "errors": 0,
+                "batches": 0,
+                "failed_batches": 0,
+                "error_rate": {"value": None, "interval": [0.0, 1.0]},
+                "p95_latency_ms": {"value": None, "interval": [None, None]},
+                "high_risk_share": {"value": None, "interval": [0.0, 1.0]},
+                "recall": None,
+            },
+        },
+        "judgements": [
+            {"status": MET, "limit": "max_p95_ratio", "reason": "fine"},
+            {"status": UNDECIDED, "limit": "max_recall_drop", "reason": "unsure"},
+        ],
+        "verdict": WAIT,
+        "reasons": ["canary has 0 of 200 predictions: 200 more needed", "second"],
+    }
+    assert canary.render(document) == [
+        "stable v1: 20 predictions, 6 errors in 5 of 20 batches; error rate 0.2500 "
+        "[0.1119, 0.4687], p95 14.30 [12.00, ∞] ms, high-risk share 0.200 [0.112, 0.469]",
+        "  recall 0.600 [0.400, 0.750] on 15 labelled positives",
+        "canary v2: 0 predictions, 0 errors in 0 of 0 batches; error rate n/a [0.0000, 1.0000], "
+        "p95 n/a [-∞, ∞] ms, high-risk share n/a [0.000, 1.000]",
+        "       met  max_p95_ratio: fine",
+        " undecided  max_recall_drop: unsure",
+        "verdict: wait",
+        "  - canary has 0 of 200 predictions: 200 more needed",
+        "  - second",
+    ]
 
 
 # --- finishing and aborting: the manifest rewrites ---------------------------------------

@@ -982,6 +982,44 @@ def test_abort_ends_the_rollout_and_keeps_the_stable_version(tmp_path, versions,
     assert canary.abort(path, registry)["tags"]["slipway.owners"] == "alice"
 
 
+def test_finish_of_a_candidate_neither_gated_nor_packaged_gives_both_reasons(
+    tmp_path, versions, registry
+):
+    versions(**{"slipway.gate": "pass", "slipway.digest": DIGEST1})
+    versions()
+    path = _canary_manifest(tmp_path / "environments")
+    before = path.read_bytes()
+    with pytest.raises(PromotionError) as raised:
+        canary.finish(path, registry)
+    assert raised.value.message == (
+        "the canary is not finished: v2 was never gated; run `slipway gate`; "
+        "v2 has no Bento; run `slipway package`"
+    )
+    assert raised.value.hint == "gate and package the candidate first, or abort the canary"
+    assert path.read_bytes() == before
+
+
+def test_finish_and_abort_carry_the_registry_versions_tags_and_runs(tmp_path, versions, registry):
+    stable_tags = {"slipway.gate": "pass", "slipway.digest": DIGEST1, "slipway.owners": "alice"}
+    candidate_tags = {"slipway.gate": "pass", "slipway.digest": DIGEST2}
+    versions(**stable_tags)
+    versions(**candidate_tags)
+    runs = {v: registry.get("release-risk", v).run_id for v in ("1", "2")}
+    assert None not in runs.values() and runs["1"] != runs["2"]
+    aborted = canary.abort(_canary_manifest(tmp_path / "aborted"), registry)
+    assert (aborted["tags"], aborted["run_id"]) == (stable_tags, runs["1"])
+    finished = canary.finish(_canary_manifest(tmp_path / "finished"), registry)
+    assert (finished["tags"], finished["run_id"]) == (candidate_tags, runs["2"])
+    pairs = [entry.split("\n") for entry in finished["diff"]]
+    assert [(old.split("#")[0].strip(), new.split("#")[0].strip()) for old, new in pairs] == [
+        ("-version: 1", "+version: 2"),
+        (f"-digest: {DIGEST1}", f"+digest: {DIGEST2}"),
+        ("-  mode: canary", "+  mode: none"),
+        ("-  candidate_version: 2", "+  candidate_version: null"),
+        ("-  canary_percent: 50.0", "+  canary_percent: 0"),
+    ]
+
+
 def test_finishing_or_aborting_no_canary_is_a_config_error(tmp_path, registry):
     path = _canary_manifest(tmp_path / "environments", mode="shadow")
     for act in (lambda: canary.finish(path, registry), lambda: canary.abort(path)):
@@ -1255,7 +1293,9 @@ def test_abort_of_an_environment_without_a_canary_is_refused_and_writes_nothing(
     with pytest.raises(ConfigError, match="runs no canary") as raised:
         canary.abort(path)
     assert str(raised.value).startswith(f"{path} runs no canary (rollout mode shadow)")
-    assert "start a canary with rollout.mode: canary" in raised.value.hint
+    assert raised.value.hint == (
+        "nothing to finish or abort; start a canary with rollout.mode: canary"
+    )
     assert path.read_bytes() == before
 
 

@@ -336,3 +336,24 @@ def test_bootstrap_draws_each_chunk_of_weights_from_its_own_seed_stream(rows, re
     ]
     for key in found:
         np.testing.assert_array_equal(found[key], np.concatenate([p[key] for p in parts]))
+
+
+def test_a_model_ranking_the_rows_in_reverse_gathers_them_into_its_own_order():
+    """Production scores every row of each class in the candidate's reverse order (no two
+    neighbours in order): its ROC AUC still equals scikit-learn's under the same weights, and
+    a team with one positive is enough for a gap by default."""
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    proba = np.array([0.9, 0.7, 0.4, 0.1, 0.3, 0.6, 0.8, 0.5])
+    cand, champ = Scores(proba, (proba > 0.5).astype(int)), Scores(1 - proba, (proba < 0.5))
+    groups = np.array(["a", "a", "a", "b", "b", "b", "b", "b"])  # b has one positive
+    resampled = _Resampled(y, {"cand": cand, "champ": champ}, groups)
+    weights = np.array([[1, 2, 0, 1, 1, 3, 1, 2], [1] * 8], dtype=np.float32)
+
+    got = resampled.compute(weights[:, resampled.rows])
+
+    for i, w in enumerate(weights.astype(float)):
+        for key, scores in (("cand", cand), ("champ", champ)):
+            expected = skm.roc_auc_score(y, scores.proba, sample_weight=w)
+            assert got[f"{key}.roc_auc"][i] == pytest.approx(expected, rel=1e-9), key
+    assert got["champ.roc_auc"][1] == pytest.approx(1 - got["cand.roc_auc"][1])
+    assert "cand.recall_gap" in got

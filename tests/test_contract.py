@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from contract_helpers import (
@@ -30,9 +31,23 @@ from contract_helpers import (
     write_text_frame,
 )
 from slipway.cli import main
-from slipway.config import load_config
+from slipway.config import ModelConfig, load_config
 from slipway.errors import DataError
-from slipway.propose.contract import check_frame, prepare, read_dataset
+from slipway.propose.contract import (
+    Violation,
+    _examples,
+    _numeric,
+    _surely_unique,
+    check_frame,
+    check_overlap,
+    duplicated,
+    number_lines,
+    parse_dates,
+    positive_mask,
+    prepare,
+    read_dataset,
+    to_dict,
+)
 from slipway.propose.datasets import REPORT_SCHEMA, validate
 
 
@@ -445,7 +460,9 @@ def test_eval_rows_copied_from_train_under_new_ids_overlap_by_content(config_pat
 
     found = only_violation(report, "train+eval")
     assert (found["check"], found["column"], found["count"]) == ("train_eval_overlap", None, 3)
-    assert "under another id" in found["message"]
+    assert found["message"] == (
+        "eval rows repeat a train row (same features and label) under another id"
+    )
     assert [e["line"] for e in found["examples"]] == [4, 5, 6]
     assert [e["id"] for e in found["examples"]] == evaluation["release_id"].iloc[copied].tolist()
 
@@ -489,16 +506,25 @@ def test_min_rows_is_inclusive(config_path, rows):
     assert checks == (["min_rows"] if rows < 500 else [])
 
 
+EMPTY_HINT = "regenerate or restore the file; it needs a header row and data rows"
+
+
 @pytest.mark.parametrize(
-    ("content", "message"),
+    ("content", "message", "hint"),
     [
-        pytest.param(b"", "is empty (no header, no rows)", id="zero-bytes"),
-        pytest.param(b"\n\n", "is empty (no header, no rows)", id="blank-lines"),
-        pytest.param(b"a,b\n1,2\n3,4,5,6\n", "is not valid CSV", id="ragged-rows"),
-        pytest.param(b"release_id\n\xff\xfe\xfa\n", "is not valid CSV", id="not-utf8"),
+        pytest.param(b"", "is empty (no header, no rows)", EMPTY_HINT, id="zero-bytes"),
+        pytest.param(b"\n\n", "is empty (no header, no rows)", EMPTY_HINT, id="blank-lines"),
+        pytest.param(
+            b"a,b\n1,2\n3,4,5,6\n", "is not valid CSV", "fix the file format", id="ragged-rows"
+        ),
+        pytest.param(
+            b"release_id\n\xff\xfe\xfa\n", "is not valid CSV", "fix the file format", id="not-utf8"
+        ),
     ],
 )
-def test_unreadable_dataset_is_an_error_not_a_violation(config_path, capsys, content, message):
+def test_unreadable_dataset_is_an_error_not_a_violation(
+    config_path, capsys, content, message, hint
+):
     path = data_path(config_path, "train")
     path.write_bytes(content)
 
@@ -508,11 +534,12 @@ def test_unreadable_dataset_is_an_error_not_a_violation(config_path, capsys, con
 
     assert str(path) in raised.value.message
     assert message in raised.value.message
+    assert raised.value.hint == hint
     assert code == 2
     assert out == ""
     assert err.startswith(f"error: dataset {path} ")
     assert message in err
-    assert "fix:" in err
+    assert f"fix: {hint}" in err
 
 
 def test_missing_dataset_is_an_error(config_path, capsys):
@@ -717,8 +744,6 @@ def test_check_frame_without_id_or_target_still_checks_columns(config_path):
     ],
 )
 def test_duplicate_ids_fast_and_exact_paths(ids, repeated):
-    from slipway.propose.contract import duplicated
-
     series = pd.Series(ids, dtype="string[pyarrow]")
     assert np.flatnonzero(duplicated(series)).tolist() == repeated
     sliced = pd.Series(["X-padding-0", *ids], dtype="string[pyarrow]").iloc[1:]
@@ -726,8 +751,6 @@ def test_duplicate_ids_fast_and_exact_paths(ids, repeated):
 
 
 def test_overlap_by_content_ignores_how_numbers_are_written(config_path):
-    from slipway.propose.contract import check_overlap
-
     config = load_config(config_path)
     train = read_dataset(data_path(config_path, "train")).head(3)
     copied = train.copy()
@@ -735,3 +758,448 @@ def test_overlap_by_content_ignores_how_numbers_are_written(config_path):
     copied["code_changes"] = copied["code_changes"].astype(float)  # 70 written as 70.0
     found = check_overlap(train, copied, config)
     assert [(v.check, v.column, v.count) for v in found] == [("train_eval_overlap", None, 3)]
+
+
+# --- small hand-built datasets -------------------------------------------------------------
+
+SMALL_AS_OF = date(2026, 1, 11)
+SMALL_HEADER = "id,day,n,x,label"
+
+
+def _small_config(
+    columns: dict | None = None, target: dict | None = None, **data: object
+) -> ModelConfig:
+    """A contract of five columns (at least 2 rows, 25-75% positives, 10 days fresh)."""
+    return ModelConfig.model_validate(
+        {
+            "name": "small",
+            "schema_version": 1,
+            "data": {
+                "train": "train.csv",
+                "eval": "eval.csv",
+                "lock": "data.lock.json",
+                "id_column": "id",
+                "date_column": "day",
+                "min_rows": 2,
+                "max_age_days": 10,
+                "label_balance": {"min": 0.25, "max": 0.75},
+                **data,
+            },
+            "target": target or {"column": "label", "positive": 1},
+            "columns": {
+                "id": {"dtype": "string"},
+                "day": {"dtype": "date"},
+                "n": {"dtype": "int", "min": 0, "max": 10},
+                "x": {"dtype": "float", "min": -1.5, "max": 2.5, "nulls": {"impute": 0.5}},
+                "label": {"dtype": "int", "categories": [0, 1]},
+                **(columns or {}),
+            },
+            "features": ["n", "x"],
+        }
+    )
+
+
+def _small_frame(tmp_path: Path, *rows: str, header: str = SMALL_HEADER) -> pd.DataFrame:
+    """The rows (CSV text, one row each) read back as a dataset is read."""
+    path = tmp_path / "small.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return read_dataset(path)
+
+
+def _labelled(labels: str, day: str = "2026-01-10") -> list[str]:
+    """One valid row per character of ``labels`` (its label), dated ``day``."""
+    return [f"r{i},{day},{i % 10},0.5,{label}" for i, label in enumerate(labels)]
+
+
+def _found(frame: pd.DataFrame, config: ModelConfig | None = None, as_of: date = SMALL_AS_OF):
+    found, _ = check_frame(frame, config or _small_config(), as_of)
+    return [(v.check, v.column, v.count, v.message, v.examples) for v in found]
+
+
+@pytest.mark.parametrize(
+    ("labels", "share"),
+    [
+        ("1000", None),  # 0.25: the lower bound is allowed
+        ("1110", None),  # 0.75: so is the upper one
+        ("10000", "0.200"),
+        ("11110", "0.800"),
+        ("0000", "0.000"),
+    ],
+)
+def test_label_balance_bounds_are_inclusive(tmp_path, labels, share):
+    found = _found(_small_frame(tmp_path, *_labelled(labels)))
+
+    assert found == (
+        []
+        if share is None
+        else [
+            (
+                "label_balance",
+                "label",
+                len(labels),
+                f"positive share {share} outside [0.25, 0.75]",
+                [],
+            )
+        ]
+    )
+
+
+def test_an_empty_label_is_left_out_of_the_share_and_floats_match_integer_categories(tmp_path):
+    """One empty label makes pandas read the column as floats: 1.0 and 0.0 are still the
+    categories 1 and 0, and the share counts the labelled rows only (1 of 5)."""
+    rows = _labelled("1000")
+    rows.insert(1, "rx,2026-01-10,1,0.5,")
+    rows.append("ry,2026-01-10,1,0.5,0")
+
+    found = _found(_small_frame(tmp_path, *rows))
+
+    assert found == [
+        (
+            "nulls",
+            "label",
+            1,
+            "`label` has empty cells; its null policy is reject",
+            [{"line": 3, "id": "rx", "value": None}],
+        ),
+        ("label_balance", "label", 5, "positive share 0.200 outside [0.25, 0.75]", []),
+    ]
+
+
+def test_a_text_category_of_a_number_column_matches_nothing(tmp_path):
+    config = _small_config(columns={"label": {"dtype": "int", "categories": [0, 1, "unknown"]}})
+    frame = _small_frame(tmp_path, *_labelled("1020"))
+
+    found = _found(frame, config)
+
+    assert found == [
+        (
+            "categories",
+            "label",
+            1,
+            "`label` has values outside [0, 1, 'unknown']",
+            [{"line": 4, "id": "r2", "value": 2}],
+        )
+    ]
+
+
+def test_example_values_are_plain_python_values_for_the_json_report(tmp_path):
+    frame = _small_frame(
+        tmp_path, "r0,2026-01-10,11,0.5,1", "r1,2026-01-10,1,2.75,0", "r2,2026-01-10,1,,0"
+    )
+
+    found, imputed = check_frame(frame, _small_config(), SMALL_AS_OF)
+
+    assert json.dumps(to_dict(found)) == json.dumps(
+        [
+            {
+                "check": "range",
+                "column": "n",
+                "count": 1,
+                "message": "`n` above 10.0",
+                "examples": [{"line": 2, "id": "r0", "value": 11}],
+            },
+            {
+                "check": "range",
+                "column": "x",
+                "count": 1,
+                "message": "`x` above 2.5",
+                "examples": [{"line": 3, "id": "r1", "value": 2.75}],
+            },
+        ]
+    )
+    assert [type(v.examples[0]["value"]) for v in found] == [int, float]
+    assert imputed == {"x": 1}
+
+
+def test_examples_give_no_value_for_a_column_the_frame_lacks():
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "n": [1, 2, 3]})
+    mask = np.array([False, True, True])
+
+    assert _examples(frame, mask, "absent", "id") == [
+        {"line": 3, "id": "b"},
+        {"line": 4, "id": "c"},
+    ]
+    assert _examples(frame, mask, "n", "no_id") == [
+        {"line": 3, "value": 2},
+        {"line": 4, "value": 3},
+    ]
+    assert _examples(frame, mask, None, "id") == [{"line": 3, "id": "b"}, {"line": 4, "id": "c"}]
+
+
+# --- freshness of small datasets -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("newest", "stale"),
+    [("2026-01-01", False), ("2025-12-31", True)],  # 10 days before as_of, then 11
+)
+def test_freshness_allows_exactly_max_age_days(tmp_path, newest, stale):
+    frame = _small_frame(tmp_path, f"r0,{newest},1,0.5,1", "r1,2025-12-01,1,0.5,0")
+
+    found = _found(frame)
+
+    message = f"newest row is {newest}, older than 10 days before 2026-01-11"
+    assert found == ([("freshness", "day", 2, message, [])] if stale else [])
+
+
+def test_rows_all_from_the_future_are_flagged_once_with_no_newest_date(tmp_path):
+    frame = _small_frame(tmp_path, *_labelled("10", day="2026-01-12"))
+
+    found = _found(frame)
+
+    assert found == [
+        (
+            "freshness",
+            "day",
+            2,
+            "`day` is after 2026-01-11: a date from the future hides stale data",
+            [
+                {"line": 2, "id": "r0", "value": "2026-01-12"},
+                {"line": 3, "id": "r1", "value": "2026-01-12"},
+            ],
+        )
+    ]
+
+
+def test_freshness_reads_a_date_column_declared_as_text(tmp_path):
+    config = _small_config(columns={"day": {"dtype": "string"}})
+    frame = _small_frame(tmp_path, "r0,2025-12-31,1,0.5,1", "r1,someday,1,0.5,0")
+
+    found = _found(frame, config)
+
+    assert found == [
+        (
+            "freshness",
+            "day",
+            2,
+            "newest row is 2025-12-31, older than 10 days before 2026-01-11",
+            [],
+        )
+    ]
+
+
+def test_parse_dates_reads_arrow_strings_with_empty_cells_and_far_dates():
+    series = pd.Series(["2300-01-01", None, "2026-01-05"], dtype="str")
+
+    parsed = parse_dates(series)
+
+    assert parsed.dtype == np.dtype("datetime64[D]")
+    assert [str(d) for d in parsed] == ["2300-01-01", "NaT", "2026-01-05"]
+
+
+def test_parse_dates_finds_the_values_that_are_not_dates_row_by_row():
+    for dtype in ("str", object):
+        series = pd.Series(["2026-01-05", "2026-02-30", None, "01/11/2025"], dtype=dtype)
+
+        parsed = parse_dates(series)
+
+        assert parsed.dtype == np.dtype("datetime64[D]")
+        assert [str(d) for d in parsed] == ["2026-01-05", "NaT", "NaT", "NaT"]
+
+
+# --- labels, features, numbers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "positive", "expected"),
+    [
+        pytest.param([1, 0, 1], "int64", 1, [True, False, True], id="integers"),
+        pytest.param([1.0, None, 0.0], "float64", 1, [True, False, False], id="floats-with-gaps"),
+        pytest.param(["yes", None, "no"], "str", "yes", [True, False, False], id="text"),
+        pytest.param(["1", "x", "0"], "str", 1, [True, False, False], id="number-among-text"),
+        pytest.param([1, 0], "int64", "yes", [False, False], id="text-positive-of-numbers"),
+    ],
+)
+def test_positive_mask_compares_numbers_as_numbers_and_text_as_text(
+    values, dtype, positive, expected
+):
+    config = _small_config(
+        columns={"label": {"dtype": "string"}}, target={"column": "label", "positive": positive}
+    )
+
+    mask = positive_mask(pd.Series(values, dtype=dtype), config)
+
+    assert mask.dtype == np.bool_
+    assert mask.tolist() == expected
+
+
+def test_prepare_keeps_the_frame_index_imputes_and_gives_integer_labels(tmp_path):
+    frame = _small_frame(
+        tmp_path, "r0,2026-01-10,1,0.25,1", "r1,2026-01-10,2,,0", "r2,2026-01-10,3,-1.5,1"
+    ).iloc[1:]
+
+    features, target = prepare(frame, _small_config())
+
+    assert features.index.tolist() == [1, 2]
+    assert features.to_dict("list") == {"n": [2.0, 3.0], "x": [0.5, -1.5]}
+    assert features.dtypes.tolist() == [np.dtype("float64")] * 2
+    assert target.dtype == np.int64
+    assert target.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("series", "numbers", "text"),
+    [
+        pytest.param(pd.Series([3, 4]), [3.0, 4.0], [False, False], id="integers"),
+        pytest.param(pd.Series(["3", "4"], dtype="str"), [3.0, 4.0], [False, False], id="digits"),
+        pytest.param(
+            pd.Series(["3", "x", None], dtype="str"),
+            [3.0, np.nan, np.nan],
+            [False, True, False],
+            id="text-and-empty",
+        ),
+        pytest.param(pd.Series([True, False]), [1.0, 0.0], [False, False], id="booleans"),
+    ],
+)
+def test_numeric_gives_floats_and_a_mask_of_text(series, numbers, text):
+    values, not_numbers = _numeric(series)
+
+    assert values.dtype == np.float64
+    np.testing.assert_array_equal(values, numbers)
+    assert not_numbers.dtype == np.bool_
+    assert not_numbers.tolist() == text
+
+
+# --- duplicate ids -------------------------------------------------------------------------
+
+
+def _chunked(*parts: list[str]) -> pd.Series:
+    """Arrow strings stored in several chunks, as ``pd.concat`` of two datasets leaves them."""
+    return pd.concat([pd.Series(part, dtype="str") for part in parts], ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("series", "repeated"),
+    [
+        pytest.param(pd.Series(["REL-0001", "REL-0002"], dtype="str"), [], id="unique-arrow"),
+        pytest.param(pd.Series([7, 8, 7, None]), [0, 2], id="numbers"),
+        pytest.param(pd.Series(["a", "b", None, None], dtype=object), [], id="objects"),
+        pytest.param(_chunked(["REL-0001", "REL-0002"], ["REL-0001"]), [0, 2], id="chunked"),
+        pytest.param(_chunked(["REL-0001"], ["REL-0002"]), [], id="chunked-unique"),
+    ],
+)
+def test_duplicated_is_a_boolean_mask_of_repeats(series, repeated):
+    mask = duplicated(series)
+
+    assert mask.dtype == np.bool_
+    assert np.flatnonzero(mask).tolist() == repeated
+
+
+def _with_a_null_that_holds_bytes() -> pa.Array:
+    """``["REL-0001", null]`` whose null slot still holds the 8 bytes ``REL-0002``."""
+    validity = pa.py_buffer(np.packbits([1, 0], bitorder="little").tobytes())
+    offsets = pa.py_buffer(np.array([0, 8, 16], dtype=np.int32).tobytes())
+    return pa.Array.from_buffers(
+        pa.string(), 2, [validity, offsets, pa.py_buffer(b"REL-0001REL-0002")], null_count=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "unique"),
+    [
+        pytest.param(pa.array(["REL-0001", "REL-0002"]), True, id="8-bytes"),
+        pytest.param(pa.array(["REL-001", "REL-002"]), False, id="7-bytes-too-short"),
+        pytest.param(
+            pa.array(["REL-0001", "REL-0002", "REL-0003"], pa.large_string()), True, id="large"
+        ),
+        pytest.param(pa.array(["REL-0001"]), False, id="one-value"),
+        pytest.param(pa.array(["REL-0001", "REL-0001"]), False, id="all-the-same"),
+        pytest.param(pa.array(["REL-0001", "REL-0002", "REL-00003"]), False, id="last-wider"),
+        pytest.param(pa.array(["REL-0001", "REL-0002", "R"]).slice(0, 2), True, id="head"),
+        pytest.param(pa.array(["X-padding", "REL-0001", "REL-0002"]).slice(1), True, id="tail"),
+        pytest.param(pa.array(["A-00000001", "B-00000001"]), True, id="first-byte-differs"),
+        pytest.param(pa.array(["REL-000001", "REL-000002"]), True, id="last-byte-differs"),
+        pytest.param(pa.array(["ABCDEFGH1IJKLMNOP", "ABCDEFGH2IJKLMNOP"]), True, id="ninth-byte"),
+        pytest.param(_with_a_null_that_holds_bytes(), False, id="null"),
+        pytest.param(pa.array([1, 2, 3]), False, id="numbers"),
+        pytest.param(pa.array([b"REL-0001", b"REL-0002"]), False, id="binary"),
+    ],
+)
+def test_surely_unique_tells_only_distinct_fixed_width_strings(values, unique):
+    assert _surely_unique(values) is unique
+
+
+# --- line numbers --------------------------------------------------------------------------
+
+
+def _example_lines(path: Path, lines: list[int]) -> list[int]:
+    found = [Violation("dtype", "n", len(lines), "bad", [{"line": line} for line in lines])]
+    number_lines(found, path)
+    return [e["line"] for e in found[0].examples]
+
+
+def test_number_lines_counts_a_row_with_an_empty_first_cell(tmp_path):
+    path = tmp_path / "small.csv"
+    path.write_text("id,n\n\n,1\nb,x\n", encoding="utf-8")
+
+    assert _example_lines(path, [2, 3]) == [3, 4]
+
+
+def test_number_lines_reads_a_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "small.csv"
+    path.write_bytes(b"id,n\n\nr\xe9,1\nb,x\n")
+
+    assert _example_lines(path, [3]) == [4]
+
+
+def test_number_lines_keeps_the_line_of_a_row_past_the_end_of_the_file(tmp_path):
+    path = tmp_path / "small.csv"
+    path.write_text("id,n\n\na,1\n", encoding="utf-8")
+
+    assert _example_lines(path, [2, 9]) == [3, 9]
+
+
+# --- overlap of small datasets -------------------------------------------------------------
+
+
+def _text_label_config() -> ModelConfig:
+    return _small_config(
+        columns={"label": {"dtype": "category", "categories": ["yes", "no"]}},
+        target={"column": "label", "positive": "yes"},
+    )
+
+
+def test_overlap_by_content_tells_text_labels_apart(tmp_path):
+    train = _small_frame(tmp_path, "t0,2026-01-10,1,0.5,yes", "t1,2026-01-10,2,0.5,no")
+    evaluation = pd.DataFrame(
+        {"id": ["e0", "e1"], "day": "2026-01-10", "n": [1, 2], "x": 0.5, "label": ["no", "no"]}
+    )
+
+    found = check_overlap(train, evaluation, _text_label_config())
+
+    assert [(v.check, v.column, v.count, v.examples) for v in found] == [
+        ("train_eval_overlap", None, 1, [{"line": 3, "id": "e1"}])
+    ]
+
+
+@pytest.mark.parametrize("without", ["train", "eval"])
+def test_overlap_by_id_needs_the_id_column_in_both_splits(tmp_path, without):
+    train = _small_frame(tmp_path, *_labelled("10"))
+    evaluation = train.copy()
+    if without == "train":
+        train = train.drop(columns=["id"])
+    else:
+        evaluation = evaluation.drop(columns=["id"])
+
+    found = check_overlap(train, evaluation, _small_config())
+
+    assert [(v.check, v.column, v.count) for v in found] == [("train_eval_overlap", None, 2)]
+
+
+def test_overlap_by_id_reads_train_ids_stored_in_chunks():
+    config = _small_config()
+    columns = {"day": "2026-01-10", "n": [1, 2, 3], "x": 0.5, "label": [1, 0, 1]}
+    train = pd.DataFrame({"id": _chunked(["a0001", "a0002"], ["a0003"]), **columns})
+    evaluation = pd.DataFrame({"id": pd.Series(["b0001", "a0003", None], dtype="str")})
+
+    found = check_overlap(train, evaluation, config)
+
+    assert [(v.check, v.column, v.count, v.message, v.examples) for v in found] == [
+        (
+            "train_eval_overlap",
+            "id",
+            1,
+            "eval `id` values also appear in train",
+            [{"line": 3, "id": "a0003", "value": "a0003"}],
+        )
+    ]

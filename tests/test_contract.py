@@ -997,6 +997,40 @@ def test_parse_dates_finds_the_values_that_are_not_dates_row_by_row():
         assert [str(d) for d in parsed] == ["2026-01-05", "NaT", "NaT", "NaT"]
 
 
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_parse_dates_row_by_row_keeps_far_dates_and_wants_two_digit_months_and_days(dtype):
+    """A column with one value that is not a date is parsed row by row: a date before 1677 or
+    after 2262 is still itself, and 2026-1-5 is refused there as on the fast path."""
+    far = pd.Series(["3000-01-01", "bad", "1500-06-30", "2026-1-5", "2026-01-5"], dtype=dtype)
+    fast = pd.Series(["2026-1-5"], dtype="str")
+
+    assert [str(d) for d in parse_dates(far)] == ["3000-01-01", "NaT", "1500-06-30", "NaT", "NaT"]
+    assert [str(d) for d in parse_dates(fast)] == ["NaT"]
+
+
+def test_a_far_future_date_is_flagged_when_another_row_is_not_a_date(tmp_path):
+    rows = ["r0,3000-01-01,1,0.5,1", "r1,bad,2,0.5,0", "r2,2026-01-10,3,0.5,1"]
+
+    found = _found(_small_frame(tmp_path, *rows))
+
+    assert found == [
+        (
+            "dtype",
+            "day",
+            1,
+            "`day` must be a date written YYYY-MM-DD",
+            [{"line": 3, "id": "r1", "value": "bad"}],
+        ),
+        (
+            "freshness",
+            "day",
+            1,
+            "`day` is after 2026-01-11: a date from the future hides stale data",
+            [{"line": 2, "id": "r0", "value": "3000-01-01"}],
+        ),
+    ]
+
+
 # --- labels, features, numbers -------------------------------------------------------------
 
 

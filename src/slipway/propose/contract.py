@@ -121,8 +121,13 @@ def parse_dates(series: pd.Series) -> np.ndarray:
             return parsed.to_numpy(zero_copy_only=False).astype("datetime64[D]")
         except pa.ArrowInvalid:
             pass  # some value is not a date: find which ones, row by row
-    parsed = pd.to_datetime(series.astype("string"), errors="coerce", format="%Y-%m-%d")
-    return parsed.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    text = series.astype("string")
+    # Four-digit year, two-digit month and day, as the fast path demands: not 2026-1-5.
+    written = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False).astype(bool)
+    parsed = pd.to_datetime(text.where(written), errors="coerce", format="%Y-%m-%d")
+    # pandas picks a unit (seconds or finer) that holds years 1 to 9999; nanoseconds would wrap
+    # dates before 1677 or after 2262 into others.
+    return parsed.to_numpy().astype("datetime64[D]")
 
 
 def _surely_unique(values: pa.Array) -> bool:

@@ -141,6 +141,18 @@ def test_order_statistic_ranks_of_the_p95(n, ranks):
     assert order_ranks(n, 0.95, 0.95) == ranks
 
 
+def test_order_statistic_ranks_count_a_cdf_exactly_at_the_tail_as_far_enough():
+    # Binomial(2, 1/2): B(0) = 1/4, exactly the tail of a 50% interval.
+    assert order_ranks(2, 0.5, 0.5)[0] == 1
+    # Binomial(1, 1/2): B(0) = 1/2, exactly 1 - tail when the confidence is 0.
+    assert order_ranks(1, 0.5, 0.0) == (1, 1)
+
+
+def test_wilson_top_is_exactly_1_when_every_trial_succeeds():
+    # Computed, 6 of 6 at 90% would be 0.9999999999999999.
+    assert wilson(6, 6, 0.90) == (pytest.approx(0.6892, abs=1e-4), 1.0)
+
+
 def test_order_statistic_ranks_agree_with_scipy():
     from scipy.stats import binom
 

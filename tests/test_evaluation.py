@@ -344,7 +344,8 @@ def test_a_model_ranking_the_rows_in_reverse_gathers_them_into_its_own_order():
     a team with one positive is enough for a gap by default."""
     y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
     proba = np.array([0.9, 0.7, 0.4, 0.1, 0.3, 0.6, 0.8, 0.5])
-    cand, champ = Scores(proba, (proba > 0.5).astype(int)), Scores(1 - proba, (proba < 0.5))
+    cand = Scores(proba, (proba > 0.5).astype(int))
+    champ = Scores(1 - proba, (proba < 0.5).astype(int))
     groups = np.array(["a", "a", "a", "b", "b", "b", "b", "b"])  # b has one positive
     resampled = _Resampled(y, {"cand": cand, "champ": champ}, groups)
     weights = np.array([[1, 2, 0, 1, 1, 3, 1, 2], [1] * 8], dtype=np.float32)
